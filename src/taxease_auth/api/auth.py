@@ -1,0 +1,146 @@
+"""The /api/v1/auth routes: parse, call the service, shape the answer. No SQL, no hashing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+
+from taxease_auth.api.deps import AuthServiceDep, CurrentUser
+from taxease_auth.api.schemas import (
+    ErrorResponse,
+    LoginChallengeResponse,
+    LoginRequest,
+    MessageResponse,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    RegisterRequest,
+    RequestOtpRequest,
+    TokenResponse,
+    UserResponse,
+    VerifyOtpRequest,
+    VerifyResponse,
+)
+from taxease_auth.auth.service import LoginChallenge, Registration
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+# One text per flow whatever the account's state: the answer never tells whether it exists.
+REGISTERED = "Registration received. Check your email for a verification code."
+CODE_REQUESTED = "If the address needs a code, one has been sent. Check your email."
+RESET_REQUESTED = "If an account exists for this address, a password reset code has been sent."
+VERIFIED = "OTP verified successfully"
+PASSWORD_RESET_DONE = "Password has been reset. Log in with your new password."
+
+_INVALID_CODE: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid or expired OTP (one answer for all)"}
+}
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=MessageResponse)
+async def register(body: RegisterRequest, service: AuthServiceDep) -> MessageResponse:
+    """Create an account and mail a verification code. The answer is the same for a new and an
+    already-registered address (the owner of a verified address gets a notice instead)."""
+    await service.register(
+        Registration(
+            email=body.email,
+            password=body.password,
+            first_name=body.first_name,
+            last_name=body.last_name,
+        )
+    )
+    return MessageResponse(message=REGISTERED)
+
+
+@router.post(
+    "/verify-otp",
+    response_model=VerifyResponse,
+    response_model_exclude_none=True,
+    responses=_INVALID_CODE,
+)
+async def verify_otp(body: VerifyOtpRequest, service: AuthServiceDep) -> VerifyResponse:
+    """Check a mailed code. For purpose `login` the answer carries the access token."""
+    token = await service.verify_code(
+        body.email, body.code, body.purpose, challenge_id=body.challenge_id
+    )
+    if token is None:
+        return VerifyResponse(message=VERIFIED)
+    return VerifyResponse(
+        message=VERIFIED,
+        access_token=token.access_token,
+        token_type="bearer",
+        expires_in=token.expires_in,
+    )
+
+
+async def _request_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
+    await service.request_code(body.email, body.purpose, challenge_id=body.challenge_id)
+    return MessageResponse(message=CODE_REQUESTED)
+
+
+@router.post("/request-otp", status_code=status.HTTP_202_ACCEPTED, response_model=MessageResponse)
+async def request_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
+    """Mail a new code (it replaces the previous one). Same answer whether or not anything was
+    sent. A `login` code is re-sent only for a live challenge from /login."""
+    return await _request_otp(body, service)
+
+
+@router.post("/resend-otp", status_code=status.HTTP_202_ACCEPTED, response_model=MessageResponse)
+async def resend_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
+    """Alias of /request-otp."""
+    return await _request_otp(body, service)
+
+
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    responses={
+        202: {"model": LoginChallengeResponse, "description": "LOGIN_OTP_REQUIRED: code mailed"},
+        401: {"model": ErrorResponse, "description": "Invalid email or password"},
+        403: {"model": ErrorResponse, "description": "Correct password, email not verified"},
+    },
+)
+async def login(body: LoginRequest, service: AuthServiceDep) -> TokenResponse | JSONResponse:
+    """Log in with email and password. When LOGIN_OTP_REQUIRED is on, answer 202 with a
+    challenge and mail a `login` code; /verify-otp with that challenge returns the token."""
+    result = await service.login(body.email, body.password)
+    if isinstance(result, LoginChallenge):
+        challenge = LoginChallengeResponse(
+            challenge_id=result.challenge_id, expires_in=result.expires_in
+        )
+        return JSONResponse(challenge.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    return TokenResponse(access_token=result.access_token, expires_in=result.expires_in)
+
+
+@router.post(
+    "/password-reset/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageResponse,
+)
+async def password_reset_request(
+    body: PasswordResetRequest, service: AuthServiceDep
+) -> MessageResponse:
+    """Mail a password reset code if the account exists; the answer is the same either way."""
+    await service.request_password_reset(body.email)
+    return MessageResponse(message=RESET_REQUESTED)
+
+
+@router.post("/password-reset/confirm", response_model=MessageResponse, responses=_INVALID_CODE)
+async def password_reset_confirm(
+    body: PasswordResetConfirm, service: AuthServiceDep
+) -> MessageResponse:
+    """Set a new password with a reset code. Every earlier token stops working; the owner is
+    notified by mail; the client is not logged in."""
+    await service.confirm_password_reset(body.email, body.code, body.new_password)
+    return MessageResponse(message=PASSWORD_RESET_DONE)
+
+
+@router.get(
+    "/me",
+    response_model=UserResponse,
+    responses={401: {"model": ErrorResponse, "description": "Invalid token"}},
+)
+async def me(user: CurrentUser) -> UserResponse:
+    """The account the bearer token belongs to."""
+    return UserResponse.model_validate(user, from_attributes=True)

@@ -1,0 +1,41 @@
+"""Annotated dependency aliases: route signatures read like prose."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from taxease_auth.auth.service import AuthService
+from taxease_auth.config import Settings
+from taxease_auth.errors import InvalidToken
+from taxease_auth.store.models import User
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _service(request: Request) -> AuthService:
+    service: AuthService = request.app.state.auth_service
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+AuthServiceDep = Annotated[AuthService, Depends(_service)]
+
+_bearer = HTTPBearer(auto_error=False, description="The access token from /login or /verify-otp.")
+
+
+async def _current_user(
+    service: AuthServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise InvalidToken("missing")
+    return await service.current_user(credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]

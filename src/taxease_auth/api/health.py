@@ -1,0 +1,50 @@
+"""Operational routes at the root: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taxease_auth.config import Settings
+
+router = APIRouter(tags=["operations"])
+logger = logging.getLogger(__name__)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency failed; the body names it"}})
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database answers and the mail backend is configured."""
+    engine: AsyncEngine = request.app.state.engine
+    settings: Settings = request.app.state.settings
+    checks: dict[str, str] = {}
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except (SQLAlchemyError, OSError) as error:
+        logger.error("readiness: database check failed: %s", type(error).__name__)
+        checks["database"] = "failed"
+    checks["mail"] = "ok" if settings.sender else "failed: no sender configured"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

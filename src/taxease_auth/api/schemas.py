@@ -1,0 +1,172 @@
+"""Request and response bodies, with the examples shown in the OpenAPI document.
+
+Emails are canonicalised here (``auth.emails``), so everything past the API sees one form per
+address. Sizes are capped before any hashing: a 1 MB password is refused, never hashed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from taxease_auth.auth.emails import canonical_email
+from taxease_auth.store.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, Purpose
+
+# Generous bound on raw input; the policy's own maximum (PASSWORD_MAX_LENGTH) is checked later
+# with a clearer message.
+PASSWORD_INPUT_MAX = 1024
+CHALLENGE_ID_MAX = 64
+
+
+def _no_control_characters(value: str) -> str:
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        max_length=EMAIL_MAX_LENGTH + 66
+    ),  # room for spaces and IDN before canonicalising
+    AfterValidator(canonical_email),
+    Field(examples=["test@example.com"]),
+]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=PASSWORD_INPUT_MAX),
+    Field(examples=["correct horse battery staple"]),
+]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    AfterValidator(_no_control_characters),
+]
+# Exactly ASCII digits: "[0-9]", never "\d" (Unicode digits) and never a JSON number.
+# The exact length (OTP_LENGTH) is checked by the service, which answers the generic 400.
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,10}$"), Field(examples=["123456"])]
+ChallengeId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=CHALLENGE_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$"),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class RegisterRequest(_Body):
+    email: Email
+    password: Password
+    first_name: Name = Field(examples=["Test"])
+    last_name: Name = Field(examples=["User"])
+    accept_terms: bool = Field(description="Must be true.", examples=[True])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "test@example.com",
+                    "password": "correct horse battery staple",
+                    "first_name": "Test",
+                    "last_name": "User",
+                    "accept_terms": True,
+                }
+            ]
+        }
+    )
+
+    @field_validator("accept_terms")
+    @classmethod
+    def _terms_accepted(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("the terms must be accepted")
+        return value
+
+
+class VerifyOtpRequest(_Body):
+    email: Email
+    code: Code
+    purpose: Purpose = Field(examples=["email_verification"])
+    challenge_id: ChallengeId | None = Field(
+        default=None, description="Required for purpose `login`: the id /login returned."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "test@example.com", "code": "123456", "purpose": "email_verification"}
+            ]
+        }
+    )
+
+
+class RequestOtpRequest(_Body):
+    email: Email
+    purpose: Purpose = Field(examples=["email_verification"])
+    challenge_id: ChallengeId | None = Field(
+        default=None, description="For purpose `login`: re-send for this live challenge only."
+    )
+
+
+class LoginRequest(_Body):
+    email: Email
+    password: Password
+
+
+class PasswordResetRequest(_Body):
+    email: Email
+
+
+class PasswordResetConfirm(_Body):
+    email: Email
+    code: Code
+    new_password: Password
+
+
+class MessageResponse(BaseModel):
+    message: str = Field(examples=["OTP verified successfully"])
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.", examples=[1800])
+
+
+class VerifyResponse(BaseModel):
+    message: str = Field(examples=["OTP verified successfully"])
+    access_token: str | None = Field(default=None, description="Only for purpose `login`.")
+    token_type: Literal["bearer"] | None = Field(
+        default=None, description="Only for purpose `login`."
+    )
+    expires_in: int | None = Field(default=None, description="Only for purpose `login`.")
+
+
+class LoginChallengeResponse(BaseModel):
+    otp_required: Literal[True] = True
+    challenge_id: str
+    expires_in: int = Field(description="Seconds until the mailed login code expires.")
+
+
+class UserResponse(BaseModel):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    email_verified: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(examples=["Invalid or expired OTP"])

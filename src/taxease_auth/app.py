@@ -1,0 +1,113 @@
+"""create_app(settings) -> FastAPI. The lifespan owns the engine, the mail backend and the
+embedded delivery worker; nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from taxease_auth import __version__
+from taxease_auth.api import auth as auth_routes
+from taxease_auth.api import errors as api_errors
+from taxease_auth.api import health as health_routes
+from taxease_auth.auth.passwords import PasswordHasher
+from taxease_auth.auth.service import AuthService
+from taxease_auth.auth.tokens import TokenService
+from taxease_auth.clock import Clock, SystemClock
+from taxease_auth.config import Settings, load_settings
+from taxease_auth.logs import configure_logging
+from taxease_auth.mail.backends import build_backend
+from taxease_auth.mail.backends.base import MailBackend
+from taxease_auth.mail.render import MailRenderer
+from taxease_auth.mail.worker import DeliveryWorker
+from taxease_auth.store.db import make_engine, make_sessionmaker
+
+logger = logging.getLogger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    mail_backend: MailBackend | None = None,
+) -> FastAPI:
+    """Build the application.
+
+    Without ``settings`` (the uvicorn factory path) the settings come from the environment and
+    ``.env``, and logging is configured from them. Tests pass their own settings, clock and,
+    where they read the console, a console backend writing to a buffer.
+    """
+    if settings is None:
+        settings = load_settings()
+        configure_logging(settings)
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in settings.startup_warnings():
+            logger.warning(warning)
+        engine = make_engine(settings)
+        sessions = make_sessionmaker(engine)
+        backend = mail_backend or build_backend(settings)
+        hasher = PasswordHasher(settings)
+        await anyio.to_thread.run_sync(hasher.burn_in)
+        worker = (
+            DeliveryWorker(
+                sessions=sessions,
+                backend=backend,
+                sender=settings.sender or "",
+                clock=clock,
+                lease_seconds=settings.outbox_lease_seconds,
+            )
+            if settings.embedded_worker
+            else None
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.mail_backend = backend
+        app.state.worker = worker
+        app.state.auth_service = AuthService(
+            settings=settings,
+            sessions=sessions,
+            clock=clock,
+            hasher=hasher,
+            tokens=TokenService(settings, clock),
+            renderer=MailRenderer(settings.app_name),
+            mail_queued=worker.wake if worker else _nothing,
+        )
+        worker_task = asyncio.create_task(worker.run()) if worker else None
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                await worker.stop()
+                await worker_task
+            await backend.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title=f"{settings.app_name} Auth",
+        version=__version__,
+        description="Accounts and email ownership proven by one-time codes mailed through AWS SES.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    api_errors.install(app)
+    app.include_router(auth_routes.router)
+    app.include_router(health_routes.router)
+    return app
+
+
+def _nothing() -> None:
+    """No embedded worker: a separate `taxease-auth worker` polls the outbox."""

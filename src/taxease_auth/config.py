@@ -1,0 +1,257 @@
+"""Settings: every variable the service reads, validated once at start-up.
+
+Names follow the integration guide (``AWS_SES_FROM_EMAIL``, ``OTP_EXPIRY_MINUTES``...) and
+DESIGN.md §2. Nothing here reads the environment at import time: callers build ``Settings()``
+(environment + optional ``.env``) or pass values explicitly, as the tests do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger(__name__)
+
+# Used only in development mode when SECRET_KEY is unset. Deliberately not secret-looking:
+# production mode refuses to start with it (or with no key at all).
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-use-in-production"
+DEVELOPMENT_SENDER = "TaxEase <no-reply@taxease.localhost>"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class EmailBackendName(StrEnum):
+    SES = "ses"
+    SMTP = "smtp"
+    CONSOLE = "console"
+
+
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the variables to fix."""
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    # --- the guide's variables -----------------------------------------------------------
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_region: str = "ca-central-1"
+    aws_ses_from_email: str | None = None
+    otp_expiry_minutes: int = Field(default=5, ge=1, le=1440)
+    otp_length: int = Field(default=6, ge=6, le=10)
+    development_mode: bool = False
+    developer_otp: SecretStr | None = None
+    skip_email_verification: bool = False
+
+    # --- service ---------------------------------------------------------------------------
+    app_name: str = Field(default="TaxEase", min_length=1, max_length=64)
+    secret_key: SecretStr | None = None
+    previous_secret_keys: CommaList = Field(default_factory=list)
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    login_otp_required: bool = False
+    trusted_proxies: CommaList = Field(default_factory=list)
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.CONSOLE
+
+    # --- data ------------------------------------------------------------------------------
+    database_url: str = "sqlite:///./taxease_auth.sqlite3"
+
+    # --- codes and limits ------------------------------------------------------------------
+    otp_max_attempts: int = Field(default=5, ge=1, le=20)
+    otp_resend_cooldown_seconds: int = Field(default=60, ge=0, le=3600)
+    rate_limit_storage_url: str = "memory://"
+
+    # --- passwords -------------------------------------------------------------------------
+    password_min_length: int = Field(default=12, ge=8, le=64)
+    password_max_length: int = Field(default=128, ge=64, le=1024)
+    # argon2id defaults: RFC 9106's second recommended option (64 MiB, t=3, p=4), well above
+    # OWASP's minimum (19 MiB, t=2, p=1). Tests lower them where timing is not the subject.
+    password_hash_memory_kib: int = Field(default=65536, ge=8192)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
+
+    # --- mail ------------------------------------------------------------------------------
+    email_backend: EmailBackendName | None = None
+    aws_ses_configuration_set: str | None = None
+    aws_endpoint_url: str | None = None
+    ses_max_send_rate: float | None = Field(default=None, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    embedded_worker: bool = True
+    outbox_lease_seconds: int = Field(default=60, ge=5)
+    outbox_retention_days: int = Field(default=7, ge=1)
+    audit_retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("previous_secret_keys", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database_url(cls, value: str) -> str:
+        url = make_url(value)  # raises ArgumentError naming the problem
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite and postgresql URLs are supported")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        developer_otp = self.active_developer_otp
+        if developer_otp is not None and not re.fullmatch(
+            rf"[0-9]{{{self.otp_length}}}", developer_otp
+        ):
+            raise ValueError(f"DEVELOPER_OTP must be exactly OTP_LENGTH ({self.otp_length}) digits")
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
+        if self.mail_backend is not EmailBackendName.CONSOLE and not self.sender:
+            raise ValueError(
+                f"AWS_SES_FROM_EMAIL is required with EMAIL_BACKEND={self.mail_backend}"
+            )
+        if self.mail_backend is EmailBackendName.SMTP and not self.smtp_host:
+            raise ValueError("SMTP_HOST is required with EMAIL_BACKEND=smtp")
+        if not self.development_mode:
+            self._check_production()
+        return self
+
+    def _check_production(self) -> None:
+        problems = []
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not key:
+            problems.append("SECRET_KEY is required when DEVELOPMENT_MODE is false")
+        elif key == DEVELOPMENT_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        if not self.aws_ses_from_email:
+            problems.append(
+                "AWS_SES_FROM_EMAIL (the sender) is required when DEVELOPMENT_MODE is false"
+            )
+        if self.mail_backend is EmailBackendName.CONSOLE:
+            problems.append(
+                "EMAIL_BACKEND=console prints codes to the terminal; "
+                "it is refused when DEVELOPMENT_MODE is false"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    # --- derived values --------------------------------------------------------------------
+
+    @property
+    def mail_backend(self) -> EmailBackendName:
+        if self.email_backend is not None:
+            return self.email_backend
+        return EmailBackendName.CONSOLE if self.development_mode else EmailBackendName.SES
+
+    @property
+    def sender(self) -> str | None:
+        if self.aws_ses_from_email:
+            return self.aws_ses_from_email
+        return DEVELOPMENT_SENDER if self.development_mode else None
+
+    @property
+    def signing_key(self) -> str:
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        return DEVELOPMENT_SECRET_KEY
+
+    @property
+    def verification_keys(self) -> list[str]:
+        """The current key first, then the previous ones that still verify."""
+        return [self.signing_key, *self.previous_secret_keys]
+
+    @property
+    def active_developer_otp(self) -> str | None:
+        """DEVELOPER_OTP, honoured in development mode only."""
+        if self.development_mode and self.developer_otp is not None:
+            return self.developer_otp.get_secret_value()
+        return None
+
+    @property
+    def skips_email_verification(self) -> bool:
+        return self.development_mode and self.skip_email_verification
+
+    @property
+    def async_database_url(self) -> str:
+        """DATABASE_URL with the driver this service uses (aiosqlite or asyncpg)."""
+        url = make_url(self.database_url)
+        driver = "sqlite+aiosqlite" if url.get_backend_name() == "sqlite" else "postgresql+asyncpg"
+        return url.set(drivername=driver).render_as_string(hide_password=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    def startup_warnings(self) -> list[str]:
+        """What an operator must hear about at start-up (never contains a secret)."""
+        warnings = []
+        if not self.development_mode:
+            if self.developer_otp is not None:
+                warnings.append(
+                    "DEVELOPER_OTP is set but IGNORED: it works in development mode only"
+                )
+            if self.skip_email_verification:
+                warnings.append(
+                    "SKIP_EMAIL_VERIFICATION is set but IGNORED: it works in development mode only"
+                )
+        else:
+            warnings.append("DEVELOPMENT_MODE is on: never run this configuration in production")
+            if self.active_developer_otp is not None:
+                warnings.append("DEVELOPER_OTP replaces every generated code (development only)")
+        return warnings
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and ``.env``), or ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        variable = ".".join(str(part).upper() for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{variable}: {message}" if variable else message)
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,54 @@
+"""ConsoleBackend: development mail printed to the terminal and kept for /dev/mailbox.
+
+The mail (code included: the guide's development mode shows the code on the console) goes to
+a stream, never through ``logging``: the rule that logs never hold a code has no exceptions.
+Settings refuse this backend outside development mode.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from typing import TextIO
+
+from taxease_auth.mail.message import Message, SendResult
+
+_RULE = "=" * 72
+
+
+class ConsoleBackend:
+    """Writes each mail to ``stream`` (``sys.stdout`` by default) and remembers the last ones."""
+
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None, keep: int = 50) -> None:
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
+        # None means "sys.stdout as it is when sending", so a stdout replaced later (pytest's
+        # capture, a redirect) still receives the mail.
+        self._stream = stream
+        self._recent: deque[Message] = deque(maxlen=keep)
+
+    async def send(self, message: Message) -> SendResult:
+        """Print the mail's addresses, subject and text body; never fails for a valid message."""
+        stream = self._stream if self._stream is not None else sys.stdout
+        stream.write(
+            f"\n{_RULE}\n"
+            f"Mail ({message.kind}) via the console backend, not sent\n"
+            f"From: {message.sender}\n"
+            f"To: {message.recipient}\n"
+            f"Subject: {message.subject}\n"
+            f"{'-' * len(_RULE)}\n"
+            f"{message.text.rstrip()}\n"
+            f"{_RULE}\n"
+        )
+        stream.flush()
+        self._recent.appendleft(message)
+        return SendResult(provider_message_id=f"console-{message.idempotency_key}")
+
+    def recent(self) -> list[Message]:
+        """The last ``keep`` messages sent, newest first."""
+        return list(self._recent)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

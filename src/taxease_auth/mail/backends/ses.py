@@ -1,0 +1,268 @@
+"""SesBackend: mail through Amazon SES API v2 (boto3 ``sesv2.send_email``).
+
+botocore's errors are translated here and nowhere else (SECURITY-AND-SES.md §2.3): the worker
+sees ``TransientSendError`` (retry with backoff), ``PermanentSendError`` (drop this message) or
+``PermanentSendError(account_wide=True)`` (nothing will go until an operator acts: open the
+circuit breaker).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import re
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import boto3.session
+import botocore.config
+import botocore.exceptions
+
+from taxease_auth.config import Settings
+from taxease_auth.mail.backends.base import PermanentSendError, SendError, TransientSendError
+from taxease_auth.mail.message import Message, SendResult
+from taxease_auth.mail.render import sanitize_header_value
+
+REASON_MAX_LENGTH = 300
+
+# Error codes that say "later": rate, capacity or a server fault.
+_TRANSIENT_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalError",
+    }
+)
+
+# Error codes after which every other message fails the same way: sender or account state,
+# configuration, credentials.
+_ACCOUNT_WIDE_CODES = frozenset(
+    {
+        "MailFromDomainNotVerifiedException",
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "AccountSendingPausedException",
+        "ConfigurationSetSendingPausedException",
+        "NotFoundException",
+        "ConfigurationSetDoesNotExist",
+        "ConfigurationSetDoesNotExistException",
+        # Standard retry mode retries it as a throttle, but for SendEmail it is a limit that
+        # does not lift within seconds (SECURITY-AND-SES.md §2.9).
+        "LimitExceededException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "AccessDenied",
+        "AccessDeniedException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+
+# SES says "Daily message quota exceeded." with a throttling code; it will not lift for hours.
+_DAILY_QUOTA = "daily message quota exceeded"
+
+# botocore errors raised before or instead of an HTTP answer.
+_NETWORK_ERRORS = (
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, SSL...
+    botocore.exceptions.HTTPClientError,  # ReadTimeoutError, ConnectionClosedError
+)
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.NoAuthTokenError,
+    botocore.exceptions.NoRegionError,
+    botocore.exceptions.ProfileNotFound,
+)
+
+# A lone run of 6-10 digits is what a code looks like. AWS validation messages may echo a
+# parameter value, and the body holds the code: such runs never reach a stored reason. Longer
+# runs (12-digit account ids in ARNs) stay readable.
+_CODE_LIKE = re.compile(r"(?<!\d)\d{6,10}(?!\d)")
+
+
+def _reason(text: str) -> str:
+    return _CODE_LIKE.sub("[digits]", text)[:REASON_MAX_LENGTH]
+
+
+def _names_sender(error_message: str, sender: str) -> bool:
+    """Whether an SES message names ``sender``'s address or its domain as an identity."""
+    address = email.utils.parseaddr(sender)[1].lower()
+    if not address:
+        return False
+    text = error_message.lower()
+    if address in text:
+        return True
+    domain = address.rpartition("@")[2]
+    # The domain as an identity of its own, not as the tail of another address or domain.
+    standalone = rf"(?<![\w.@-]){re.escape(domain)}(?![\w-])"
+    return bool(domain) and re.search(standalone, text) is not None
+
+
+def _is_sender_rejection(error_message: str, sender: str | None) -> bool:
+    """Whether a MessageRejected "not verified" concerns the sender rather than a recipient.
+
+    SES names the unverified identities: the sender's (every mail fails) or, in the sandbox,
+    the recipient's (only this mail fails). When it is unclear, it is the sender: a breaker that
+    opens and probes again costs less than dropping every mail one by one.
+    """
+    text = error_message.lower()
+    if sender is not None and _names_sender(error_message, sender):
+        return True
+    if re.search(r"\b(from|sender)\b", text):
+        return True
+    # Known sender, and the message names some other address: a sandbox recipient.
+    return not (sender is not None and "@" in text)
+
+
+def classify_client_error(
+    error: botocore.exceptions.ClientError, *, sender: str | None = None
+) -> SendError:
+    """Translate an error answer from SES into the worker's vocabulary.
+
+    Returns (does not raise) a ``TransientSendError`` for throttling, 5xx and timeouts; a
+    ``PermanentSendError(account_wide=True)`` for sender, account, configuration and credential
+    problems (daily quota included); a plain ``PermanentSendError`` for anything wrong with
+    this message alone. ``sender`` (the From address) tells an unverified sender from an
+    unverified sandbox recipient. The reason is ``"<code>: <message>"``, at most 300
+    characters, and never holds the mail body.
+    """
+    response: dict[str, Any] = error.response or {}
+    code = str(response.get("Error", {}).get("Code") or "Unknown")
+    message = str(response.get("Error", {}).get("Message") or "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    status = status if isinstance(status, int) else 0
+    reason = _reason(f"{code}: {message}")
+    lowered = message.lower()
+
+    if _DAILY_QUOTA in lowered:
+        return PermanentSendError(reason, account_wide=True)
+    if code in _ACCOUNT_WIDE_CODES:
+        return PermanentSendError(reason, account_wide=True)
+    if code in _TRANSIENT_CODES or code.startswith("RequestTimeout"):
+        return TransientSendError(reason)
+    if code == "MessageRejected":
+        sender_side = "not verified" in lowered and _is_sender_rejection(message, sender)
+        return PermanentSendError(reason, account_wide=sender_side)
+    # 429 is "too many requests" whatever the code says; 5xx is the server's fault.
+    if status == 429 or status >= 500:
+        return TransientSendError(reason)
+    # BadRequestException, InvalidParameterValue, any other 4xx, or an unknown answer: this
+    # message as it is will not go; retrying it would only repeat the answer.
+    return PermanentSendError(reason)
+
+
+def classify_botocore_error(error: botocore.exceptions.BotoCoreError) -> SendError:
+    """Translate a botocore error raised without an SES answer.
+
+    Network failures and timeouts are transient; missing or broken credentials (and a missing
+    region) are account-wide; anything else, such as a parameter that fails validation, is
+    permanent for this message. The reason never holds the mail body.
+    """
+    name = type(error).__name__
+    if isinstance(error, _NETWORK_ERRORS):
+        # These messages name the endpoint URL, never a request parameter.
+        return TransientSendError(_reason(f"{name}: {error}"))
+    if isinstance(error, _CREDENTIAL_ERRORS):
+        return PermanentSendError(_reason(f"{name}: {error}"), account_wide=True)
+    # ParamValidationError's text quotes the invalid value, which may be the body: name only.
+    return PermanentSendError(name)
+
+
+class SesBackend:
+    """Sends through one shared sesv2 client, in worker threads, at most ``max_concurrency``
+    calls at a time."""
+
+    name = "ses"
+
+    def __init__(self, settings: Settings, *, max_concurrency: int = 10) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self._configuration_set = settings.aws_ses_configuration_set
+        credentials: dict[str, str] = {}
+        if settings.aws_access_key_id and settings.aws_secret_access_key:
+            credentials = {
+                "aws_access_key_id": settings.aws_access_key_id,
+                "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
+            }
+        # else: boto3's own chain (environment, shared files, instance role) applies.
+        self._client: Any = boto3.session.Session().client(
+            "sesv2",
+            region_name=settings.aws_region,
+            # None lets boto3 honour AWS_ENDPOINT_URL itself.
+            endpoint_url=settings.aws_endpoint_url or None,
+            config=botocore.config.Config(
+                # The outbox retries durably with its own backoff: the SDK makes one quick
+                # retry at most and never holds a send for long.
+                retries={"mode": "standard", "total_max_attempts": 2},
+                connect_timeout=5,
+                read_timeout=10,
+                # One pooled connection per concurrent call, so no thread waits for a socket.
+                max_pool_connections=max_concurrency,
+            ),
+            **credentials,
+        )
+        # boto3 blocks; these threads keep the event loop free, and the limiter bounds them.
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+
+    async def send(self, message: Message) -> SendResult:
+        """Send ``message``; return SES's MessageId or raise a ``SendError`` subclass.
+
+        A control character in the sender is account-wide (configuration), in the recipient or
+        subject permanent for this message. Cancellation waits for the call in flight.
+        """
+        try:
+            sender = sanitize_header_value(message.sender)
+        except ValueError as error:
+            raise PermanentSendError(f"sender: {error}", account_wide=True) from None
+        try:
+            recipient = sanitize_header_value(message.recipient)
+            subject = sanitize_header_value(message.subject)
+        except ValueError as error:
+            raise PermanentSendError(f"recipient or subject: {error}") from None
+
+        request: dict[str, Any] = {
+            "FromEmailAddress": sender,
+            "Destination": {"ToAddresses": [recipient]},
+            "Content": {
+                "Simple": {
+                    # UTF-8 always: SES assumes 7-bit ASCII otherwise (names, fr-CA text).
+                    "Subject": {"Data": subject, "Charset": "UTF-8"},
+                    "Body": {
+                        "Text": {"Data": message.text, "Charset": "UTF-8"},
+                        "Html": {"Data": message.html, "Charset": "UTF-8"},
+                    },
+                }
+            },
+            "EmailTags": [{"Name": "kind", "Value": message.kind}],
+        }
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
+        try:
+            response = await anyio.to_thread.run_sync(
+                functools.partial(self._client.send_email, **request), limiter=self._limiter
+            )
+        except botocore.exceptions.ClientError as error:
+            raise classify_client_error(error, sender=sender) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise classify_botocore_error(error) from None
+        message_id = response.get("MessageId")
+        return SendResult(provider_message_id=message_id if isinstance(message_id, str) else None)
+
+    async def aclose(self) -> None:
+        """Close the client's connection pool."""
+        self._client.close()

@@ -1,0 +1,154 @@
+"""Tables: users, one-time codes and the mail outbox (DESIGN.md §3).
+
+The same schema serves SQLite and PostgreSQL: portable types only, timestamps always UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+EMAIL_MAX_LENGTH = 254
+NAME_MAX_LENGTH = 100
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python on every database.
+
+    SQLite has no time zones: it stores naive UTC and this type restores the zone on the way out,
+    so comparisons never mix naive and aware values.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime()}
+
+
+class Purpose(StrEnum):
+    EMAIL_VERIFICATION = "email_verification"
+    LOGIN = "login"
+    PASSWORD_RESET = "password_reset"
+
+
+class MailKind(StrEnum):
+    """What an outbox row carries: a code for a purpose, or a notice without a code."""
+
+    EMAIL_VERIFICATION = "email_verification"
+    LOGIN = "login"
+    PASSWORD_RESET = "password_reset"
+    ACCOUNT_EXISTS = "account_exists"
+    PASSWORD_CHANGED = "password_changed"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    first_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    last_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_verified_at: Mapped[datetime | None]
+    # Bumped by a password reset: every token carrying an older version stops working.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class Otp(Base):
+    __tablename__ = "otps"
+    __table_args__ = (Index("ix_otps_email_purpose_created", "email", "purpose", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    purpose: Mapped[str] = mapped_column(String(32))
+    # HMAC-SHA256 over (email, purpose, code) keyed from SECRET_KEY; the code is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+    used_at: Mapped[datetime | None]
+    # Set when a newer code for the same email and purpose replaced this one.
+    retired_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    # A registration's code activates exactly the password and names it was issued with.
+    pending_password_hash: Mapped[str | None] = mapped_column(String(255))
+    pending_first_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
+    pending_last_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
+    # A login code belongs to the challenge that the correct password opened.
+    challenge_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class EmailOutbox(Base):
+    __tablename__ = "email_outbox"
+    __table_args__ = (Index("ix_email_outbox_status_next_attempt", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    otp_id: Mapped[int | None] = mapped_column(ForeignKey("otps.id", ondelete="SET NULL"))
+    subject: Mapped[str] = mapped_column(String(255))
+    # The bodies hold a live code: cleared once the row is final (sent, expired).
+    html_body: Mapped[str | None] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_expires_at: Mapped[datetime | None]
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    # A code must not leave after it expired: the worker marks such rows expired instead.
+    send_before: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -1,0 +1,272 @@
+"""Real parts for every test: a migrated SQLite database per test, the app with its lifespan
+running (engine, mail backend, embedded delivery worker), SES as moto's HTTP server.
+
+Mail is read back the way a user reads an inbox: from what the backend really received (moto's
+stored messages, or the console backend's output), and the code is parsed out of the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from moto.server import ThreadedMotoServer
+from sqlalchemy import select
+
+from taxease_auth.app import create_app
+from taxease_auth.clock import Clock
+from taxease_auth.config import Settings
+from taxease_auth.mail.backends.base import MailBackend
+from taxease_auth.mail.backends.console import ConsoleBackend
+from taxease_auth.store import migrate
+from taxease_auth.store.db import make_sessionmaker
+from taxease_auth.store.models import EmailOutbox
+
+TEST_SECRET_KEY = "testing-secret-key-testing-secret-key-0001"
+SENDER = "no-reply@taxease.example"
+REGION = "ca-central-1"
+STRONG_PASSWORD = "correct horse battery staple"
+# Argon2id at its cheapest allowed setting: tests about behaviour, not hashing cost.
+FAST_HASHING: dict[str, Any] = {
+    "password_hash_memory_kib": 8192,
+    "password_hash_time_cost": 1,
+    "password_hash_parallelism": 1,
+}
+MAIL_WAIT_SECONDS = 10.0
+
+_CODE_IN_HTML = re.compile(r">\s*([0-9]{6,10})\s*</td>")
+_CODE_IN_TEXT = re.compile(r"^\s+([0-9]{6,10})\s*$", re.MULTILINE)
+
+
+def extract_code(body: str) -> str:
+    """The one-time code in a mail body (HTML or text), as a person would copy it."""
+    match = _CODE_IN_HTML.search(body) or _CODE_IN_TEXT.search(body)
+    if match is None:
+        raise AssertionError("no code in this mail")
+    return match.group(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own environment must not change what the tests see."""
+    for name in list(os.environ):
+        if name.upper() in {field.upper() for field in Settings.model_fields}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# --- database --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file migrated once with Alembic; each test gets a copy."""
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    migrate.upgrade(
+        Settings(_env_file=None, development_mode=True, database_url=f"sqlite:///{path}")
+    )
+    return path
+
+
+@pytest.fixture
+def database_url(migrated_template: Path, tmp_path: Path) -> str:
+    copy = tmp_path / "auth.sqlite3"
+    shutil.copy(migrated_template, copy)
+    return f"sqlite:///{copy}"
+
+
+class SettingsFactory(Protocol):
+    def __call__(self, **overrides: Any) -> Settings: ...
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> SettingsFactory:
+    """Settings for a test: development mode, this test's database, cheap hashing."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "_env_file": None,
+            "development_mode": True,
+            "database_url": database_url,
+            "secret_key": TEST_SECRET_KEY,
+            **FAST_HASHING,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+# --- the running app -------------------------------------------------------------------------
+
+
+@dataclass
+class RunningApp:
+    app: FastAPI
+    client: httpx.AsyncClient
+    console: ConsoleBackend | None = None
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = self.app.state.settings
+
+    async def outbox(self) -> list[EmailOutbox]:
+        sessions = make_sessionmaker(self.app.state.engine)
+        async with sessions() as session:
+            rows = await session.execute(select(EmailOutbox).order_by(EmailOutbox.id))
+            return list(rows.scalars())
+
+    async def settled_outbox(self, wait_seconds: float = MAIL_WAIT_SECONDS) -> list[EmailOutbox]:
+        """The outbox once the worker has no pending row left that is due."""
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            rows = await self.outbox()
+            if all(row.status != "pending" or row.attempts > 0 for row in rows):
+                return rows
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"outbox still pending: {[r.status for r in rows]}")
+            await asyncio.sleep(0.02)
+
+    async def console_mail(self, recipient: str, count: int = 1) -> list[str]:
+        """Plain-text bodies the console backend printed for ``recipient``, oldest first."""
+        assert self.console is not None, "this app does not use the console backend"
+        deadline = asyncio.get_running_loop().time() + MAIL_WAIT_SECONDS
+        while True:
+            mails = [m.text for m in reversed(self.console.recent()) if m.recipient == recipient]
+            if len(mails) >= count:
+                return mails
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(mails)} of {count} mails reached {recipient}")
+            await asyncio.sleep(0.01)
+
+    async def latest_code(self, recipient: str, count: int = 1) -> str:
+        return extract_code((await self.console_mail(recipient, count))[-1])
+
+
+StartApp = Callable[..., Awaitable[RunningApp]]
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[StartApp]:
+    """Start apps with their lifespan; all are shut down (worker stopped) after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            settings: Settings,
+            *,
+            clock: Clock | None = None,
+            mail_backend: MailBackend | None = None,
+            console: bool = True,
+        ) -> RunningApp:
+            backend = mail_backend
+            console_backend = None
+            if backend is None and console and settings.mail_backend == "console":
+                console_backend = ConsoleBackend(stream=io.StringIO(), keep=500)
+                backend = console_backend
+            app = create_app(settings, clock=clock, mail_backend=backend)
+            manager = await stack.enter_async_context(LifespanManager(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
+                )
+            )
+            return RunningApp(app=app, client=client, console=console_backend)
+
+        yield start
+
+
+@pytest.fixture
+async def dev_app(start_app: StartApp, make_settings: SettingsFactory) -> RunningApp:
+    """Development mode with the console backend: the laptop set-up of `make run`."""
+    return await start_app(make_settings())
+
+
+# --- SES through moto's HTTP server ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class SesInbox:
+    """SES as a real HTTP endpoint; mail is read back from what moto stored."""
+
+    endpoint: str
+
+    def client(self) -> Any:
+        return boto3.session.Session().client(
+            "sesv2",
+            region_name=REGION,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def verify_identity(self, identity: str) -> None:
+        self.client().create_email_identity(EmailIdentity=identity)
+
+    def messages(self, recipient: str | None = None) -> list[dict[str, Any]]:
+        data = httpx.get(f"{self.endpoint}/moto-api/data.json").json()
+        stored = data.get("ses", {}).get("Message", [])
+        return [
+            m for m in stored if recipient is None or recipient in m["destinations"]["ToAddresses"]
+        ]
+
+    async def wait_for(self, recipient: str, count: int = 1) -> list[dict[str, Any]]:
+        deadline = asyncio.get_running_loop().time() + MAIL_WAIT_SECONDS
+        while True:
+            messages = await asyncio.to_thread(self.messages, recipient)
+            if len(messages) >= count:
+                return messages
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{len(messages)} of {count} mails reached {recipient}")
+            await asyncio.sleep(0.05)
+
+    async def latest_code(self, recipient: str, count: int = 1) -> str:
+        return extract_code((await self.wait_for(recipient, count))[-1]["body"])
+
+
+@pytest.fixture
+def ses(moto_endpoint: str) -> SesInbox:
+    """A clean moto (no identities, no mail) for each test."""
+    httpx.post(f"{moto_endpoint}/moto-api/reset").raise_for_status()
+    return SesInbox(moto_endpoint)
+
+
+@pytest.fixture
+def ses_settings(make_settings: SettingsFactory, ses: SesInbox) -> SettingsFactory:
+    """Production mode, mail through SES at moto's endpoint."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "development_mode": False,
+            "email_backend": "ses",
+            "aws_ses_from_email": SENDER,
+            "aws_endpoint_url": ses.endpoint,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+            "aws_region": REGION,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build

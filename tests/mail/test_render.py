@@ -1,0 +1,128 @@
+"""MailRenderer: every kind renders, subjects name the app, user data is escaped."""
+
+from __future__ import annotations
+
+import pytest
+
+from taxease_auth.mail.render import CODE_KINDS, MailRenderer, sanitize_header_value
+from taxease_auth.store.models import MailKind
+
+NOTICE_KINDS = [kind for kind in MailKind if kind not in CODE_KINDS]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> MailRenderer:
+    return MailRenderer("TaxEase")
+
+
+@pytest.mark.parametrize("kind", sorted(CODE_KINDS))
+def test_code_kinds_show_code_expiry_and_security_note(renderer: MailRenderer, kind: MailKind):
+    mail = renderer.render(kind, code="042917", expires_minutes=5)
+
+    for body in (mail.html, mail.text):
+        assert "042917" in body
+        assert "expires in 5 minutes" in body
+        assert "If you did not ask for this, ignore this email." in body
+        assert "Never share this code" in body
+        assert "TaxEase staff will never ask for it" in body
+    assert "TaxEase" in mail.subject
+
+
+@pytest.mark.parametrize("kind", NOTICE_KINDS)
+def test_notices_render_without_a_code(renderer: MailRenderer, kind: MailKind):
+    mail = renderer.render(kind, first_name="Ada")
+
+    assert "TaxEase" in mail.subject
+    for body in (mail.html, mail.text):
+        assert "Hi Ada," in body
+        assert "reset your password" in body
+        assert "expires in" not in body
+
+
+def test_a_notice_never_carries_a_code_passed_by_mistake(renderer: MailRenderer):
+    mail = renderer.render(MailKind.PASSWORD_CHANGED, code="042917", expires_minutes=5)
+
+    assert "042917" not in mail.html
+    assert "042917" not in mail.text
+
+
+def test_login_subject_is_the_guides(renderer: MailRenderer):
+    mail = renderer.render(MailKind.LOGIN, code="123456", expires_minutes=5)
+
+    assert mail.subject == "Your TaxEase Login OTP"
+
+
+def test_every_subject_names_the_app_and_differs():
+    renderer = MailRenderer("Acme Tax")
+    subjects = {
+        kind: renderer.render(kind, code="123456", expires_minutes=5).subject for kind in MailKind
+    }
+
+    assert all("Acme Tax" in subject for subject in subjects.values())
+    assert len(set(subjects.values())) == len(MailKind)
+    assert subjects[MailKind.ACCOUNT_EXISTS] == (
+        "Someone tried to create a Acme Tax account with your email"
+    )
+
+
+def test_greeting_uses_first_name_or_hello(renderer: MailRenderer):
+    named = renderer.render(MailKind.LOGIN, code="123456", first_name="Ada", expires_minutes=5)
+    anonymous = renderer.render(MailKind.LOGIN, code="123456", expires_minutes=5)
+
+    assert "Hi Ada," in named.html
+    assert "Hi Ada," in named.text
+    assert "Hello," in anonymous.html
+    assert "Hello," in anonymous.text
+
+
+def test_first_name_is_escaped_in_html(renderer: MailRenderer):
+    mail = renderer.render(
+        MailKind.EMAIL_VERIFICATION,
+        code="123456",
+        first_name="<script>alert(1)</script>",
+        expires_minutes=5,
+    )
+
+    assert "<script>" not in mail.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail.html
+
+
+def test_one_minute_is_singular(renderer: MailRenderer):
+    mail = renderer.render(MailKind.PASSWORD_RESET, code="123456", expires_minutes=1)
+
+    assert "expires in 1 minute." in mail.text
+    assert "expires in 1 minute." in mail.html
+
+
+@pytest.mark.parametrize("kind", sorted(CODE_KINDS))
+def test_code_kind_without_code_or_expiry_raises(renderer: MailRenderer, kind: MailKind):
+    with pytest.raises(ValueError, match="code"):
+        renderer.render(kind, expires_minutes=5)
+    with pytest.raises(ValueError, match="expires_minutes"):
+        renderer.render(kind, code="123456")
+
+
+def test_control_characters_in_app_name_never_reach_the_subject():
+    renderer = MailRenderer("Tax\r\nBcc: victim@example.org\x00Ease")
+
+    mail = renderer.render(MailKind.LOGIN, code="123456", expires_minutes=5)
+
+    assert mail.subject == "Your TaxBcc: victim@example.orgEase Login OTP"
+    assert sanitize_header_value(mail.subject) == mail.subject
+
+
+def test_app_name_of_only_control_characters_is_refused():
+    with pytest.raises(ValueError, match="app_name"):
+        MailRenderer("\r\n")
+
+
+@pytest.mark.parametrize("value", ["a\r\nBcc: x@example.org", "a\nb", "a\rb", "a\x00b", "a\x7fb"])
+def test_sanitize_header_value_rejects_control_characters(value: str):
+    with pytest.raises(ValueError, match="control character"):
+        sanitize_header_value(value)
+
+
+def test_sanitize_header_value_keeps_ordinary_text():
+    value = "TaxEase <no-reply@taxease.ca> é"
+
+    assert sanitize_header_value(value) == value
