@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         case_sensitive=False,
         extra="ignore",
+        # `.env.example` lists every variable, many empty: empty means "use the default".
+        env_ignore_empty=True,
     )
 
     # --- the guide's variables -----------------------------------------------------------
