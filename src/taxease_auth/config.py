@@ -15,6 +15,7 @@ from typing import Annotated, Any, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -130,31 +131,36 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _parsable_database_url(cls, value: str) -> str:
-        url = make_url(value)  # raises ArgumentError naming the problem
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (sqlite:///path or postgresql://...)") from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError("only sqlite and postgresql URLs are supported")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        """Every cross-variable problem at once, so one restart fixes them all."""
+        problems = self._production_problems() if not self.development_mode else []
         developer_otp = self.active_developer_otp
         if developer_otp is not None and not re.fullmatch(
             rf"[0-9]{{{self.otp_length}}}", developer_otp
         ):
-            raise ValueError(f"DEVELOPER_OTP must be exactly OTP_LENGTH ({self.otp_length}) digits")
+            problems.append(f"DEVELOPER_OTP must be exactly OTP_LENGTH ({self.otp_length}) digits")
         if self.password_min_length > self.password_max_length:
-            raise ValueError("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
+            problems.append("PASSWORD_MIN_LENGTH must not exceed PASSWORD_MAX_LENGTH")
         if self.mail_backend is not EmailBackendName.CONSOLE and not self.sender:
-            raise ValueError(
+            problems.append(
                 f"AWS_SES_FROM_EMAIL is required with EMAIL_BACKEND={self.mail_backend}"
             )
         if self.mail_backend is EmailBackendName.SMTP and not self.smtp_host:
-            raise ValueError("SMTP_HOST is required with EMAIL_BACKEND=smtp")
-        if not self.development_mode:
-            self._check_production()
+            problems.append("SMTP_HOST is required with EMAIL_BACKEND=smtp")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
-    def _check_production(self) -> None:
+    def _production_problems(self) -> list[str]:
         problems = []
         key = self.secret_key.get_secret_value() if self.secret_key else ""
         if not key:
@@ -164,17 +170,12 @@ class Settings(BaseSettings):
                 f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
             )
-        if not self.aws_ses_from_email:
-            problems.append(
-                "AWS_SES_FROM_EMAIL (the sender) is required when DEVELOPMENT_MODE is false"
-            )
         if self.mail_backend is EmailBackendName.CONSOLE:
             problems.append(
                 "EMAIL_BACKEND=console prints codes to the terminal; "
                 "it is refused when DEVELOPMENT_MODE is false"
             )
-        if problems:
-            raise ValueError("; ".join(problems))
+        return problems
 
     # --- derived values --------------------------------------------------------------------
 

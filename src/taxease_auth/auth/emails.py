@@ -36,6 +36,7 @@ def canonical_email(value: str) -> str:
             allow_smtputf8=False,
             allow_quoted_local=False,
             allow_domain_literal=False,
+            strict=True,  # enforces RFC 5321's 64-character local part, which SES also needs
         )
     except EmailNotValidError as error:
         raise InvalidEmail(str(error)) from None

@@ -46,6 +46,16 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeSubmission:
+    """A code as a client submitted it, for one email and purpose (and login challenge)."""
+
+    email: str
+    code: str
+    purpose: Purpose
+    challenge_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LoginChallenge:
     """The password was right; a login code was mailed for this challenge."""
 
@@ -205,7 +215,7 @@ class AuthService:
         token: IssuedToken | None = None
         async with self._sessions.begin() as session:
             outcome = await self._check_code(
-                session, email, code, purpose, challenge_id=challenge_id, consume=consume
+                session, CodeSubmission(email, code, purpose, challenge_id), consume=consume
             )
             if isinstance(outcome, InvalidCode):
                 pass  # commit the counted attempt, then raise below
@@ -226,7 +236,7 @@ class AuthService:
         now = self._clock.now()
         async with self._sessions.begin() as session:
             outcome = await self._check_code(
-                session, email, code, Purpose.PASSWORD_RESET, challenge_id=None, consume=True
+                session, CodeSubmission(email, code, Purpose.PASSWORD_RESET), consume=True
             )
             user = (
                 None
@@ -235,6 +245,9 @@ class AuthService:
             )
             if user is not None:
                 await users.replace_password(session, user.id, password_hash=password_hash, now=now)
+                # Every other pending code dies with the old password, a squatter's pending
+                # registration code included (it would otherwise set *its* password back).
+                await otps.retire_live(session, email=email, purpose=None, now=now)
                 await self._queue_notice(session, user, MailKind.PASSWORD_CHANGED, now)
         if isinstance(outcome, InvalidCode):
             raise outcome
@@ -303,41 +316,30 @@ class AuthService:
     # --- internals ---------------------------------------------------------------------------
 
     async def _check_code(
-        self,
-        session: AsyncSession,
-        email: str,
-        code: str,
-        purpose: Purpose,
-        *,
-        challenge_id: str | None,
-        consume: bool,
+        self, session: AsyncSession, submitted: CodeSubmission, *, consume: bool
     ) -> Otp | InvalidCode:
         """The matching live code (consumed when asked), or the InvalidCode to raise after the
         transaction commits (a wrong attempt must be counted even though the call fails)."""
-        outcome = await self._find_code(
-            session, email, code, purpose, challenge_id=challenge_id, consume=consume
-        )
+        outcome = await self._match_code(session, submitted, consume=consume)
         label = outcome.reason if isinstance(outcome, InvalidCode) else "verified"
-        metrics.CODES_CHECKED.labels(purpose=purpose, outcome=label).inc()
+        metrics.CODES_CHECKED.labels(purpose=submitted.purpose, outcome=label).inc()
         if isinstance(outcome, InvalidCode):
-            logger.info("%s code rejected for %s: %s", purpose, mask_email(email), label)
+            logger.info(
+                "%s code rejected for %s: %s", submitted.purpose, mask_email(submitted.email), label
+            )
         return outcome
 
-    async def _find_code(
-        self,
-        session: AsyncSession,
-        email: str,
-        code: str,
-        purpose: Purpose,
-        *,
-        challenge_id: str | None,
-        consume: bool,
+    async def _match_code(
+        self, session: AsyncSession, submitted: CodeSubmission, *, consume: bool
     ) -> Otp | InvalidCode:
         max_attempts = self._settings.otp_max_attempts
-        if not codes.is_well_formed(code, self._settings.otp_length):
+        if not codes.is_well_formed(submitted.code, self._settings.otp_length):
             return InvalidCode("malformed")
         candidate = await otps.newest_candidate(
-            session, email=email, purpose=purpose, challenge_id=challenge_id
+            session,
+            email=submitted.email,
+            purpose=submitted.purpose,
+            challenge_id=submitted.challenge_id,
         )
         now = self._clock.now()
         if candidate is None:
@@ -348,9 +350,9 @@ class AuthService:
             return InvalidCode("too many attempts")
         if not codes.code_matches(
             self._settings.verification_keys,
-            email=email,
-            purpose=purpose,
-            code=code,
+            email=submitted.email,
+            purpose=submitted.purpose,
+            code=submitted.code,
             stored_hash=candidate.code_hash,
         ):
             await otps.count_wrong_attempt(session, candidate.id, max_attempts=max_attempts)
@@ -365,13 +367,17 @@ class AuthService:
         user = await users.get_by_email(session, code.email)
         if user is None or code.pending_password_hash is None:
             raise InvalidCode("registration vanished")
+        if user.email_verified:
+            # Defence in depth: a registration code never changes a verified account's password.
+            raise InvalidCode("already verified")
+        now = self._clock.now()
         await users.activate_registration(
             session,
             user.id,
             password_hash=code.pending_password_hash,
             first_name=code.pending_first_name or user.first_name,
             last_name=code.pending_last_name or user.last_name,
-            now=self._clock.now(),
+            now=now,
         )
         logger.info("email verified for %s", mask_email(code.email))
 

@@ -10,18 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taxease_auth.store.models import Otp
 
 
-async def retire_live(session: AsyncSession, *, email: str, purpose: str, now: datetime) -> None:
-    """Retire every unused code for (email, purpose): a new code replaces them."""
-    await session.execute(
-        update(Otp)
-        .where(
-            Otp.email == email,
-            Otp.purpose == purpose,
-            Otp.used.is_(False),
-            Otp.retired_at.is_(None),
-        )
-        .values(retired_at=now)
-    )
+async def retire_live(
+    session: AsyncSession, *, email: str, purpose: str | None, now: datetime
+) -> None:
+    """Retire every unused code for (email, purpose), or for every purpose when None.
+
+    A new code replaces the earlier ones; a password reset or a completed verification ends
+    them all, so a squatter's pending registration code cannot undo it.
+    """
+    query = update(Otp).where(Otp.email == email, Otp.used.is_(False), Otp.retired_at.is_(None))
+    if purpose is not None:
+        query = query.where(Otp.purpose == purpose)
+    await session.execute(query.values(retired_at=now))
 
 
 async def add(session: AsyncSession, otp: Otp) -> Otp:

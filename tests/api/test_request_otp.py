@@ -1,0 +1,191 @@
+"""POST /api/v1/auth/request-otp and its alias /resend-otp: 202 and one body whatever the
+address's state; a new code retires the previous one; a login code only for a live challenge."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import (
+    INVALID_CODE,
+    code_in_mail,
+    login,
+    outbox_kinds,
+    register,
+    request_otp,
+    verified_user,
+    verify,
+)
+from tests.conftest import RunningApp, SettingsFactory, StartApp
+
+ROUTES = ["request-otp", "resend-otp"]
+CODE_REQUESTED = {"message": "If the address needs a code, one has been sent. Check your email."}
+
+
+@pytest.fixture
+async def app(start_app: StartApp, make_settings: SettingsFactory) -> RunningApp:
+    """Development app with no resend cooldown: these tests re-send on purpose."""
+    return await start_app(make_settings(otp_resend_cooldown_seconds=0))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_answer_is_the_same_202_for_known_unknown_and_verified_addresses(
+    app: RunningApp, route: str
+) -> None:
+    await register(app.client, "pending@example.com")
+    await verified_user(app, "done@example.com")
+
+    unknown = await request_otp(app.client, "nobody@example.com", route=route)
+    pending = await request_otp(app.client, "pending@example.com", route=route)
+    verified = await request_otp(app.client, "done@example.com", route=route)
+
+    assert unknown.status_code == 202
+    assert unknown.json() == CODE_REQUESTED
+    for response in (pending, verified):
+        assert response.status_code == unknown.status_code
+        assert response.content == unknown.content
+        assert response.headers == unknown.headers
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_new_code_retires_the_previous_one(app: RunningApp, route: str) -> None:
+    await register(app.client, "reissue@example.com")
+    old = await code_in_mail(app, "reissue@example.com", 1)
+
+    response = await request_otp(app.client, "reissue@example.com", route=route)
+
+    assert response.status_code == 202
+    new = await code_in_mail(app, "reissue@example.com", 2)
+    assert old != new, "the two random codes collided (1 in a million): rerun"
+    assert (await verify(app.client, "reissue@example.com", old)).json() == INVALID_CODE
+    assert (await verify(app.client, "reissue@example.com", new)).status_code == 200
+
+
+async def test_unknown_address_gets_no_mail(app: RunningApp) -> None:
+    await request_otp(app.client, "ghost@example.com")
+    await request_otp(app.client, "ghost@example.com", "password_reset")
+
+    assert await app.outbox() == []
+
+
+async def test_verified_address_gets_no_new_verification_code(app: RunningApp) -> None:
+    await verified_user(app, "verified@example.com")
+
+    await request_otp(app.client, "verified@example.com")
+
+    assert await outbox_kinds(app, "verified@example.com") == ["email_verification"]
+
+
+async def test_password_reset_code_can_be_requested_through_request_otp(app: RunningApp) -> None:
+    await verified_user(app, "reset@example.com")
+
+    response = await request_otp(app.client, "reset@example.com", "password_reset")
+
+    assert response.status_code == 202
+    assert await outbox_kinds(app, "reset@example.com") == [
+        "email_verification",
+        "password_reset",
+    ]
+    code = await code_in_mail(app, "reset@example.com", 2)
+    assert (await verify(app.client, "reset@example.com", code, "password_reset")).is_success
+
+
+async def test_resent_verification_code_activates_the_latest_registration(
+    app: RunningApp,
+) -> None:
+    squatter_password = "squatter's own long password"
+    owner_password = "the owner's long passphrase"
+    await register(app.client, "owner@example.com", squatter_password)
+    await register(app.client, "owner@example.com", owner_password)
+
+    await request_otp(app.client, "owner@example.com")
+    code = await code_in_mail(app, "owner@example.com", 3)
+    assert (await verify(app.client, "owner@example.com", code)).status_code == 200
+
+    assert (await login(app.client, "owner@example.com", squatter_password)).status_code == 401
+    assert (await login(app.client, "owner@example.com", owner_password)).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{"purpose": "email_verification"}, {"email": "a@example.com"}])
+async def test_missing_field_is_refused_with_422(app: RunningApp, body: dict[str, str]) -> None:
+    response = await app.client.post("/api/v1/auth/request-otp", json=body)
+
+    assert response.status_code == 422
+
+
+# --- login codes: only for a live challenge -----------------------------------------------
+
+
+@pytest.fixture
+async def login_code_app(start_app: StartApp, make_settings: SettingsFactory) -> RunningApp:
+    return await start_app(make_settings(login_otp_required=True, otp_resend_cooldown_seconds=0))
+
+
+@pytest.mark.parametrize("challenge_id", [None, "no-such-challenge"])
+async def test_login_code_without_a_live_challenge_is_never_sent(
+    login_code_app: RunningApp, challenge_id: str | None
+) -> None:
+    app = login_code_app
+    await verified_user(app, "login@example.com")
+
+    response = await request_otp(
+        app.client, "login@example.com", "login", challenge_id=challenge_id
+    )
+
+    assert response.status_code == 202
+    assert response.json() == CODE_REQUESTED
+    assert await outbox_kinds(app, "login@example.com") == ["email_verification"]
+
+
+async def test_login_code_is_resent_for_the_live_challenge(login_code_app: RunningApp) -> None:
+    app = login_code_app
+    password = await verified_user(app, "resend@example.com")
+    challenge = (await login(app.client, "resend@example.com", password)).json()["challenge_id"]
+    first = await code_in_mail(app, "resend@example.com", 2)
+
+    response = await request_otp(app.client, "resend@example.com", "login", challenge_id=challenge)
+
+    assert response.status_code == 202
+    assert await outbox_kinds(app, "resend@example.com") == [
+        "email_verification",
+        "login",
+        "login",
+    ]
+    second = await code_in_mail(app, "resend@example.com", 3)
+    assert first != second, "the two random codes collided (1 in a million): rerun"
+    assert (
+        await verify(app.client, "resend@example.com", first, "login", challenge_id=challenge)
+    ).status_code == 400
+    verified = await verify(
+        app.client, "resend@example.com", second, "login", challenge_id=challenge
+    )
+    assert verified.status_code == 200
+    assert verified.json()["access_token"]
+
+
+async def test_login_code_is_not_resent_once_the_challenge_was_used(
+    login_code_app: RunningApp,
+) -> None:
+    app = login_code_app
+    password = await verified_user(app, "used@example.com")
+    challenge = (await login(app.client, "used@example.com", password)).json()["challenge_id"]
+    code = await code_in_mail(app, "used@example.com", 2)
+    assert (
+        await verify(app.client, "used@example.com", code, "login", challenge_id=challenge)
+    ).status_code == 200
+
+    await request_otp(app.client, "used@example.com", "login", challenge_id=challenge)
+
+    assert await outbox_kinds(app, "used@example.com") == ["email_verification", "login"]
+
+
+async def test_login_code_is_not_resent_for_another_accounts_challenge(
+    login_code_app: RunningApp,
+) -> None:
+    app = login_code_app
+    password = await verified_user(app, "mine@example.com")
+    await verified_user(app, "theirs@example.com")
+    challenge = (await login(app.client, "mine@example.com", password)).json()["challenge_id"]
+
+    await request_otp(app.client, "theirs@example.com", "login", challenge_id=challenge)
+
+    assert await outbox_kinds(app, "theirs@example.com") == ["email_verification"]
