@@ -12,6 +12,9 @@ import io
 import os
 import re
 import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -44,6 +47,19 @@ FAST_HASHING: dict[str, Any] = {
     "password_hash_memory_kib": 8192,
     "password_hash_time_cost": 1,
     "password_hash_parallelism": 1,
+}
+# Budgets raised far above any test's traffic (every request comes from one client address);
+# tests of the limits themselves set the budgets they exercise.
+GENEROUS_LIMITS: dict[str, Any] = {
+    "otp_resend_cooldown_seconds": 0,
+    "rate_limit_otp_issue_per_email": "1000/minute",
+    "rate_limit_otp_issue_per_ip": "1000/minute",
+    "rate_limit_verify_failures_per_email": "100/hour",
+    "rate_limit_verify_per_ip": "1000/minute",
+    "rate_limit_login_failures_per_email": "1000/minute",
+    "rate_limit_login_per_ip": "1000/minute",
+    "rate_limit_register_per_ip": "1000/minute",
+    "otp_max_guess_probability_per_day": 0.01,
 }
 MAIL_WAIT_SECONDS = 10.0
 
@@ -103,6 +119,7 @@ def make_settings(database_url: str) -> SettingsFactory:
             "database_url": database_url,
             "secret_key": TEST_SECRET_KEY,
             **FAST_HASHING,
+            **GENEROUS_LIMITS,
         }
         values.update(overrides)
         return Settings(**values)
@@ -270,3 +287,85 @@ def ses_settings(make_settings: SettingsFactory, ses: SesInbox) -> SettingsFacto
         return make_settings(**values)
 
     return build
+
+
+# --- Redis (shared rate limits) --------------------------------------------------------------
+
+REDIS_MISSING = (
+    "redis-server not found: install it (Debian: apt-get install redis-server) to run the "
+    "shared rate-limit tests; .ci/run installs it"
+)
+
+
+def require_server(binary: str | None, reason: str) -> str:
+    """The binary's path; skip when missing, but fail under CI=true (a green CI must have
+    touched every real server)."""
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    binary = require_server(
+        shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin"),
+        REDIS_MISSING,
+    )
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_db(redis_url: str) -> str:
+    """The session's Redis, emptied for this test."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+        connection.sendall(b"FLUSHALL\r\n")
+        assert connection.recv(16).startswith(b"+OK")
+    return redis_url

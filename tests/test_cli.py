@@ -178,7 +178,7 @@ def test_worker_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Path) -
 
 def test_the_console_script_and_python_m_agree() -> None:
     for command in ([str(CLI), "--help"], [sys.executable, "-m", "taxease_auth", "--help"]):
-        completed = subprocess.run(  # noqa: S603 - our own interpreter and script
+        completed = subprocess.run(
             command, capture_output=True, text=True, timeout=30, check=False
         )
         assert completed.returncode == 0, completed.stderr
@@ -222,7 +222,7 @@ def start_process(
     stdout_path = directory / "server.out"
     stderr_path = directory / "server.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(  # noqa: S603 - our own console script
+        process = subprocess.Popen(
             [str(CLI), *args], env=env, stdout=stdout, stderr=stderr, cwd=directory
         )
     return process, stdout_path, stderr_path
@@ -236,7 +236,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def upgraded_environment(tmp_path: Path) -> dict[str, str]:
     env = server_environment(tmp_path / "readme.sqlite3")
-    upgrade = subprocess.run(  # noqa: S603 - our own console script
+    upgrade = subprocess.run(
         [str(CLI), "db", "upgrade"], env=env, capture_output=True, timeout=60, check=False
     )
     assert upgrade.returncode == 0, upgrade.stderr

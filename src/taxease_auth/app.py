@@ -14,8 +14,11 @@ from fastapi.routing import APIRoute
 
 from taxease_auth import __version__
 from taxease_auth.api import auth as auth_routes
+from taxease_auth.api import dev as dev_routes
 from taxease_auth.api import errors as api_errors
 from taxease_auth.api import health as health_routes
+from taxease_auth.api.body_limit import BodySizeLimit
+from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher
 from taxease_auth.auth.service import AuthService
 from taxease_auth.auth.tokens import TokenService
@@ -26,6 +29,7 @@ from taxease_auth.mail.backends import build_backend
 from taxease_auth.mail.backends.base import MailBackend
 from taxease_auth.mail.render import MailRenderer
 from taxease_auth.mail.worker import DeliveryWorker
+from taxease_auth.ratelimit_storage import make_storage
 from taxease_auth.store.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,8 @@ def create_app(
         app.state.engine = engine
         app.state.mail_backend = backend
         app.state.worker = worker
+        limits_storage = make_storage(settings.rate_limit_storage_url)
+        app.state.rate_limits = rate_limits = RateLimits(settings, limits_storage.storage)
         app.state.auth_service = AuthService(
             settings=settings,
             sessions=sessions,
@@ -83,6 +89,7 @@ def create_app(
             hasher=hasher,
             tokens=TokenService(settings, clock),
             renderer=MailRenderer(settings.app_name),
+            limits=rate_limits,
             mail_queued=worker.wake if worker else _nothing,
         )
         worker_task = asyncio.create_task(worker.run()) if worker else None
@@ -94,6 +101,7 @@ def create_app(
                 await worker_task
             await backend.aclose()
             await engine.dispose()
+            limits_storage.close()
 
     app = FastAPI(
         title=f"{settings.app_name} Auth",
@@ -104,8 +112,12 @@ def create_app(
     )
     app.state.settings = settings
     api_errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     app.include_router(auth_routes.router)
     app.include_router(health_routes.router)
+    if settings.development_mode:
+        # The development mailbox shows live codes: it does not exist in production mode.
+        app.include_router(dev_routes.router)
     return app
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Self
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from taxease_auth.auth.guessing import GuessingBound, guessing_bound
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +84,9 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
+    # Bodies are refused (413) above this size before any parsing. The largest body the request
+    # schemas allow, every character escaped as a JSON surrogate pair, is under 19 KiB.
+    max_request_body_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
 
     # --- data ------------------------------------------------------------------------------
     database_url: str = "sqlite:///./taxease_auth.sqlite3"
@@ -88,6 +95,18 @@ class Settings(BaseSettings):
     otp_max_attempts: int = Field(default=5, ge=1, le=20)
     otp_resend_cooldown_seconds: int = Field(default=60, ge=0, le=3600)
     rate_limit_storage_url: str = "memory://"
+    # Budgets in the `limits` notation ("10/hour;50/day": every limit applies). Counted on the
+    # submitted canonical email or the client address, whether or not an account exists.
+    rate_limit_otp_issue_per_email: str = "5/hour;20/day"
+    rate_limit_otp_issue_per_ip: str = "30/hour"
+    rate_limit_verify_failures_per_email: str = "10/hour;50/day"
+    rate_limit_verify_per_ip: str = "100/hour"
+    rate_limit_login_failures_per_email: str = "10/15minutes"
+    rate_limit_login_per_ip: str = "100/15minutes"
+    rate_limit_register_per_ip: str = "10/hour"
+    # Production refuses settings under which one account's code is guessed with a higher
+    # probability per day (see auth/guessing.py and the README's security section).
+    otp_max_guess_probability_per_day: float = Field(default=1e-3, gt=0, le=1)
 
     # --- passwords -------------------------------------------------------------------------
     password_min_length: int = Field(default=12, ge=8, le=64)
@@ -108,8 +127,19 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    # PEM bundle of the CA certificates to trust for the SMTP server instead of the system's
+    # (a private relay, a test server with its own certificate).
+    smtp_ca_file: str | None = None
+    # Connect and per-command timeout: a stalled server costs a delivery slot this long at most.
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     embedded_worker: bool = True
     outbox_lease_seconds: int = Field(default=60, ge=5)
+    # Sends one delivery worker runs at once: enough to reach MaxSendRate when each SES call
+    # takes a round trip (50/s at 100 ms needs 5), bounded so threads and sockets stay few.
+    outbox_worker_concurrency: int = Field(default=10, ge=1, le=100)
+    # After an account-wide SES error (paused, unverified sender...) sending stops; one mail
+    # probes SES again every this many seconds, and the first success resumes delivery.
+    mail_breaker_probe_seconds: float = Field(default=30.0, gt=0, le=3600)
     outbox_retention_days: int = Field(default=7, ge=1)
     audit_retention_days: int = Field(default=90, ge=1)
 
@@ -118,6 +148,27 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "rate_limit_otp_issue_per_email",
+        "rate_limit_otp_issue_per_ip",
+        "rate_limit_verify_failures_per_email",
+        "rate_limit_verify_per_ip",
+        "rate_limit_login_failures_per_email",
+        "rate_limit_login_per_ip",
+        "rate_limit_register_per_ip",
+    )
+    @classmethod
+    def _parsable_limits(cls, value: str) -> str:
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items:
+            raise ValueError(
+                f"{value!r} is not a rate limit such as '10/hour' or '5/minute;50/day'"
+            )
         return value
 
     @field_validator("log_level")
@@ -156,6 +207,10 @@ class Settings(BaseSettings):
             )
         if self.mail_backend is EmailBackendName.SMTP and not self.smtp_host:
             problems.append("SMTP_HOST is required with EMAIL_BACKEND=smtp")
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            problems.append("SMTP_USERNAME and SMTP_PASSWORD must be set together")
+        if self.smtp_ca_file and not Path(self.smtp_ca_file).is_file():
+            problems.append(f"SMTP_CA_FILE {self.smtp_ca_file!r} is not a readable file")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -169,6 +224,15 @@ class Settings(BaseSettings):
             problems.append(
                 f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        bound = self.guessing_bound
+        if bound.probability_per_day > self.otp_max_guess_probability_per_day:
+            problems.append(
+                f"an attacker at the limits guesses a code with probability "
+                f"{bound.probability_per_day:.2g}/day, above OTP_MAX_GUESS_PROBABILITY_PER_DAY "
+                f"({self.otp_max_guess_probability_per_day:g}): lower "
+                "RATE_LIMIT_VERIFY_FAILURES_PER_EMAIL, RATE_LIMIT_OTP_ISSUE_PER_EMAIL or "
+                "OTP_MAX_ATTEMPTS, or raise OTP_LENGTH"
             )
         if self.mail_backend is EmailBackendName.CONSOLE:
             problems.append(
@@ -184,6 +248,16 @@ class Settings(BaseSettings):
         if self.email_backend is not None:
             return self.email_backend
         return EmailBackendName.CONSOLE if self.development_mode else EmailBackendName.SES
+
+    @property
+    def guessing_bound(self) -> GuessingBound:
+        return guessing_bound(
+            otp_length=self.otp_length,
+            max_attempts=self.otp_max_attempts,
+            failure_budget=self.rate_limit_verify_failures_per_email,
+            issue_budget=self.rate_limit_otp_issue_per_email,
+            resend_cooldown_seconds=self.otp_resend_cooldown_seconds,
+        )
 
     @property
     def sender(self) -> str | None:
@@ -236,7 +310,13 @@ class Settings(BaseSettings):
                 warnings.append(
                     "SKIP_EMAIL_VERIFICATION is set but IGNORED: it works in development mode only"
                 )
-        else:
+        if (
+            self.mail_backend is EmailBackendName.SMTP
+            and self.smtp_security is SmtpSecurity.NONE
+            and self.smtp_username
+        ):
+            warnings.append("SMTP_SECURITY=none: SMTP_USERNAME and SMTP_PASSWORD travel in clear")
+        if self.development_mode:
             warnings.append("DEVELOPMENT_MODE is on: never run this configuration in production")
             if self.active_developer_otp is not None:
                 warnings.append("DEVELOPER_OTP replaces every generated code (development only)")

@@ -6,7 +6,8 @@ may learn (several of these deliberately share one answer).
     ├── InvalidCredentials     unknown email or wrong password: one 401 outside
     ├── EmailNotVerified       correct password, address not yet verified: 403
     ├── InvalidToken           missing, malformed, expired, forged or revoked bearer token: 401
-    └── WeakPassword           the password policy refused it: 422 with the reason
+    ├── WeakPassword           the password policy refused it: 422 with the reason
+    └── RateLimited            a rate budget is spent: 429 with Retry-After
 """
 
 from __future__ import annotations
@@ -41,3 +42,9 @@ class WeakPassword(AuthError):
         super().__init__(reason)
         self.reason = reason  # shown to the client: NIST asks to say why a password is refused
         self.field = field
+
+
+class RateLimited(AuthError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after  # seconds, for the Retry-After header

@@ -10,13 +10,13 @@ from tests.conftest import RunningApp
 # (method, path) -> the statuses the OpenAPI document promises. 422 is FastAPI's validation
 # answer on every route with a body.
 SURFACE: dict[tuple[str, str], set[str]] = {
-    ("post", "/api/v1/auth/register"): {"201", "422"},
-    ("post", "/api/v1/auth/verify-otp"): {"200", "400", "422"},
-    ("post", "/api/v1/auth/request-otp"): {"202", "422"},
-    ("post", "/api/v1/auth/resend-otp"): {"202", "422"},
-    ("post", "/api/v1/auth/login"): {"200", "202", "401", "403", "422"},
-    ("post", "/api/v1/auth/password-reset/request"): {"202", "422"},
-    ("post", "/api/v1/auth/password-reset/confirm"): {"200", "400", "422"},
+    ("post", "/api/v1/auth/register"): {"201", "422", "429"},
+    ("post", "/api/v1/auth/verify-otp"): {"200", "400", "422", "429"},
+    ("post", "/api/v1/auth/request-otp"): {"202", "422", "429"},
+    ("post", "/api/v1/auth/resend-otp"): {"202", "422", "429"},
+    ("post", "/api/v1/auth/login"): {"200", "202", "401", "403", "422", "429"},
+    ("post", "/api/v1/auth/password-reset/request"): {"202", "422", "429"},
+    ("post", "/api/v1/auth/password-reset/confirm"): {"200", "400", "422", "429"},
     ("get", "/api/v1/auth/me"): {"200", "401"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},

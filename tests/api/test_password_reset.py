@@ -176,7 +176,7 @@ async def test_reset_works_for_an_unverified_account_and_verifies_it(dev_app: Ru
 
 
 async def test_reset_replaces_a_squatters_password(dev_app: RunningApp) -> None:
-    squatter_password = "squatter's own long password"
+    squatter_password = "intruder's chosen passphrase"
     await register(dev_app.client, "victim@example.com", squatter_password)
     code = await _reset_code(dev_app, "victim@example.com")
 
@@ -231,7 +231,7 @@ async def test_expired_reset_code_is_refused(
 async def test_squatters_pending_code_cannot_undo_a_completed_reset(dev_app: RunningApp) -> None:
     # The squatter's registration mailed the owner a code bound to the squatter's password.
     # The owner resets instead; that old code must not later switch the account back to it.
-    squatter_password = "squatter's own long password"
+    squatter_password = "intruder's chosen passphrase"
     await register(dev_app.client, "owner@example.com", squatter_password)
     squatters_code = await code_in_mail(dev_app, "owner@example.com", 1)
     reset_code = await _reset_code(dev_app, "owner@example.com")

@@ -91,7 +91,7 @@ async def test_registering_an_unverified_address_again_mails_a_new_code(
 
 async def test_squatters_password_never_wins_over_the_mailbox_owner(dev_app: RunningApp) -> None:
     client = dev_app.client
-    squatter_password = "squatter's own long password"
+    squatter_password = "intruder's chosen passphrase"
     await register(client, "victim@example.com", squatter_password, first_name="Squatter")
     await register(client, "victim@example.com", OTHER_PASSWORD, first_name="Victim")
 
@@ -105,7 +105,7 @@ async def test_squatters_password_never_wins_over_the_mailbox_owner(dev_app: Run
 
 async def test_unverified_registration_does_not_block_the_owner(dev_app: RunningApp) -> None:
     client = dev_app.client
-    await register(client, "blocked@example.com", "squatter's own long password")
+    await register(client, "blocked@example.com", "intruder's chosen passphrase")
 
     await verified_user(dev_app, "blocked@example.com", OTHER_PASSWORD)
 
@@ -184,7 +184,7 @@ async def test_password_shorter_than_the_minimum_is_refused_naming_the_field(
 
 
 async def test_password_of_exactly_the_minimum_length_is_accepted(dev_app: RunningApp) -> None:
-    response = await register(dev_app.client, "twelve@example.com", "twelve chars")
+    response = await register(dev_app.client, "minimum@example.com", "twelve chars")
 
     assert response.status_code == 201
 

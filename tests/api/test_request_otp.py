@@ -92,8 +92,8 @@ async def test_password_reset_code_can_be_requested_through_request_otp(app: Run
 async def test_resent_verification_code_activates_the_latest_registration(
     app: RunningApp,
 ) -> None:
-    squatter_password = "squatter's own long password"
-    owner_password = "the owner's long passphrase"
+    squatter_password = "intruder's chosen passphrase"
+    owner_password = "the rightful holder's passphrase"
     await register(app.client, "owner@example.com", squatter_password)
     await register(app.client, "owner@example.com", owner_password)
 

@@ -1,4 +1,7 @@
-"""auth/passwords.py: the length policy (in code points, after NFKC) and argon2id hashing."""
+"""auth/passwords.py: the length policy (in code points, after NFKC) and argon2id hashing.
+
+The other policy rules (common list, personal information, patterns): test_password_policy.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,11 @@ from taxease_auth.errors import WeakPassword
 from tests.conftest import FAST_HASHING, STRONG_PASSWORD
 
 
+def _text(length: int) -> str:
+    """``length`` characters of a passphrase: no pattern the policy refuses besides length."""
+    return ((STRONG_PASSWORD + " and more words ") * (length // 40 + 1))[:length]
+
+
 def _settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"_env_file": None, "development_mode": True, **FAST_HASHING}
     values.update(overrides)
@@ -21,26 +29,26 @@ def _settings(**overrides: Any) -> Settings:
 def test_default_minimum_is_twelve_characters() -> None:
     settings = _settings()
 
-    check_password_policy("x" * 12, settings)
+    check_password_policy(_text(12), settings)
     with pytest.raises(WeakPassword, match="at least 12") as refused:
-        check_password_policy("x" * 11, settings)
+        check_password_policy(_text(11), settings)
     assert refused.value.field == "password"
 
 
 def test_default_maximum_is_128_characters() -> None:
     settings = _settings()
 
-    check_password_policy("x" * 128, settings)
+    check_password_policy(_text(128), settings)
     with pytest.raises(WeakPassword, match="at most 128"):
-        check_password_policy("x" * 129, settings)
+        check_password_policy(_text(129), settings)
 
 
 def test_minimum_follows_password_min_length() -> None:
     settings = _settings(password_min_length=16)
 
     with pytest.raises(WeakPassword):
-        check_password_policy("x" * 15, settings)
-    check_password_policy("x" * 16, settings)
+        check_password_policy(_text(15), settings)
+    check_password_policy(_text(16), settings)
 
 
 def test_minimum_can_never_be_set_below_eight() -> None:
@@ -57,9 +65,9 @@ def test_refusal_names_the_field_it_was_given() -> None:
 
 def test_length_counts_code_points_not_bytes() -> None:
     # Twelve characters of three UTF-8 bytes each: long enough.
-    check_password_policy("密" * 12, _settings())
+    check_password_policy("密码长度按字符计算而非字", _settings())
     with pytest.raises(WeakPassword):
-        check_password_policy("密" * 11, _settings())
+        check_password_policy("密码长度按字符计算而非", _settings())
 
 
 def test_refusal_reason_never_holds_the_password() -> None:

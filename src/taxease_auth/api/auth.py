@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, BackgroundTasks, status
 from fastapi.responses import JSONResponse
 
-from taxease_auth.api.deps import AuthServiceDep, CurrentUser
+from taxease_auth.api.deps import AuthServiceDep, ClientIp, CurrentUser
 from taxease_auth.api.schemas import (
     ErrorResponse,
     LoginChallengeResponse,
@@ -22,7 +22,8 @@ from taxease_auth.api.schemas import (
     VerifyOtpRequest,
     VerifyResponse,
 )
-from taxease_auth.auth.service import LoginChallenge, Registration
+from taxease_auth.auth.service import CodeSubmission, LoginChallenge, Registration
+from taxease_auth.store.models import Purpose
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -33,13 +34,28 @@ RESET_REQUESTED = "If an account exists for this address, a password reset code 
 VERIFIED = "OTP verified successfully"
 PASSWORD_RESET_DONE = "Password has been reset. Log in with your new password."
 
+_RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorResponse,
+        "description": "A rate budget is spent; Retry-After says when to try again",
+        "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+    }
+}
 _INVALID_CODE: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Invalid or expired OTP (one answer for all)"}
+    400: {"model": ErrorResponse, "description": "Invalid or expired OTP (one answer for all)"},
+    **_RATE_LIMITED,
 }
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=MessageResponse)
-async def register(body: RegisterRequest, service: AuthServiceDep) -> MessageResponse:
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessageResponse,
+    responses=_RATE_LIMITED,
+)
+async def register(
+    body: RegisterRequest, service: AuthServiceDep, client_ip: ClientIp
+) -> MessageResponse:
     """Create an account and mail a verification code. The answer is the same for a new and an
     already-registered address (the owner of a verified address gets a notice instead)."""
     await service.register(
@@ -48,7 +64,8 @@ async def register(body: RegisterRequest, service: AuthServiceDep) -> MessageRes
             password=body.password,
             first_name=body.first_name,
             last_name=body.last_name,
-        )
+        ),
+        client_ip=client_ip,
     )
     return MessageResponse(message=REGISTERED)
 
@@ -59,10 +76,12 @@ async def register(body: RegisterRequest, service: AuthServiceDep) -> MessageRes
     response_model_exclude_none=True,
     responses=_INVALID_CODE,
 )
-async def verify_otp(body: VerifyOtpRequest, service: AuthServiceDep) -> VerifyResponse:
+async def verify_otp(
+    body: VerifyOtpRequest, service: AuthServiceDep, client_ip: ClientIp
+) -> VerifyResponse:
     """Check a mailed code. For purpose `login` the answer carries the access token."""
     token = await service.verify_code(
-        body.email, body.code, body.purpose, challenge_id=body.challenge_id
+        CodeSubmission(body.email, body.code, body.purpose, client_ip, body.challenge_id)
     )
     if token is None:
         return VerifyResponse(message=VERIFIED)
@@ -74,22 +93,52 @@ async def verify_otp(body: VerifyOtpRequest, service: AuthServiceDep) -> VerifyR
     )
 
 
-async def _request_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
-    await service.request_code(body.email, body.purpose, challenge_id=body.challenge_id)
+async def _request_otp(
+    body: RequestOtpRequest, service: AuthServiceDep, client_ip: str, background: BackgroundTasks
+) -> MessageResponse:
+    await service.admit_code_request(body.email, body.purpose, client_ip=client_ip)
+    # Issued after the answer is sent: its timing cannot tell a known address from an unknown.
+    background.add_task(
+        service.issue_requested_code,
+        body.email,
+        body.purpose,
+        client_ip=client_ip,
+        challenge_id=body.challenge_id,
+    )
     return MessageResponse(message=CODE_REQUESTED)
 
 
-@router.post("/request-otp", status_code=status.HTTP_202_ACCEPTED, response_model=MessageResponse)
-async def request_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
+@router.post(
+    "/request-otp",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageResponse,
+    responses=_RATE_LIMITED,
+)
+async def request_otp(
+    body: RequestOtpRequest,
+    service: AuthServiceDep,
+    client_ip: ClientIp,
+    background: BackgroundTasks,
+) -> MessageResponse:
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
-    return await _request_otp(body, service)
+    return await _request_otp(body, service, client_ip, background)
 
 
-@router.post("/resend-otp", status_code=status.HTTP_202_ACCEPTED, response_model=MessageResponse)
-async def resend_otp(body: RequestOtpRequest, service: AuthServiceDep) -> MessageResponse:
+@router.post(
+    "/resend-otp",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=MessageResponse,
+    responses=_RATE_LIMITED,
+)
+async def resend_otp(
+    body: RequestOtpRequest,
+    service: AuthServiceDep,
+    client_ip: ClientIp,
+    background: BackgroundTasks,
+) -> MessageResponse:
     """Alias of /request-otp."""
-    return await _request_otp(body, service)
+    return await _request_otp(body, service, client_ip, background)
 
 
 @router.post(
@@ -99,12 +148,15 @@ async def resend_otp(body: RequestOtpRequest, service: AuthServiceDep) -> Messag
         202: {"model": LoginChallengeResponse, "description": "LOGIN_OTP_REQUIRED: code mailed"},
         401: {"model": ErrorResponse, "description": "Invalid email or password"},
         403: {"model": ErrorResponse, "description": "Correct password, email not verified"},
+        **_RATE_LIMITED,
     },
 )
-async def login(body: LoginRequest, service: AuthServiceDep) -> TokenResponse | JSONResponse:
+async def login(
+    body: LoginRequest, service: AuthServiceDep, client_ip: ClientIp
+) -> TokenResponse | JSONResponse:
     """Log in with email and password. When LOGIN_OTP_REQUIRED is on, answer 202 with a
     challenge and mail a `login` code; /verify-otp with that challenge returns the token."""
-    result = await service.login(body.email, body.password)
+    result = await service.login(body.email, body.password, client_ip=client_ip)
     if isinstance(result, LoginChallenge):
         challenge = LoginChallengeResponse(
             challenge_id=result.challenge_id, expires_in=result.expires_in
@@ -117,22 +169,31 @@ async def login(body: LoginRequest, service: AuthServiceDep) -> TokenResponse | 
     "/password-reset/request",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=MessageResponse,
+    responses=_RATE_LIMITED,
 )
 async def password_reset_request(
-    body: PasswordResetRequest, service: AuthServiceDep
+    body: PasswordResetRequest,
+    service: AuthServiceDep,
+    client_ip: ClientIp,
+    background: BackgroundTasks,
 ) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
-    await service.request_password_reset(body.email)
+    await service.admit_code_request(body.email, Purpose.PASSWORD_RESET, client_ip=client_ip)
+    background.add_task(
+        service.issue_requested_code, body.email, Purpose.PASSWORD_RESET, client_ip=client_ip
+    )
     return MessageResponse(message=RESET_REQUESTED)
 
 
 @router.post("/password-reset/confirm", response_model=MessageResponse, responses=_INVALID_CODE)
 async def password_reset_confirm(
-    body: PasswordResetConfirm, service: AuthServiceDep
+    body: PasswordResetConfirm, service: AuthServiceDep, client_ip: ClientIp
 ) -> MessageResponse:
     """Set a new password with a reset code. Every earlier token stops working; the owner is
     notified by mail; the client is not logged in."""
-    await service.confirm_password_reset(body.email, body.code, body.new_password)
+    await service.confirm_password_reset(
+        body.email, body.code, body.new_password, client_ip=client_ip
+    )
     return MessageResponse(message=PASSWORD_RESET_DONE)
 
 

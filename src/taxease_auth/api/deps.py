@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from taxease_auth.api.client_ip import client_address
 from taxease_auth.auth.service import AuthService
 from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidToken
@@ -23,8 +24,14 @@ def _service(request: Request) -> AuthService:
     return service
 
 
+def _client_ip(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 AuthServiceDep = Annotated[AuthService, Depends(_service)]
+ClientIp = Annotated[str, Depends(_client_ip)]
 
 _bearer = HTTPBearer(auto_error=False, description="The access token from /login or /verify-otp.")
 

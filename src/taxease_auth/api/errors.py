@@ -17,6 +17,7 @@ from taxease_auth.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidToken,
+    RateLimited,
     WeakPassword,
 )
 
@@ -24,6 +25,7 @@ INVALID_CODE = "Invalid or expired OTP"
 INVALID_CREDENTIALS = "Invalid email or password"
 EMAIL_NOT_VERIFIED = "Email address not verified"
 INVALID_TOKEN = "Invalid token"
+RATE_LIMITED = "Too many requests. Try again later."
 
 
 def _detail(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -44,6 +46,11 @@ async def _email_not_verified(_request: Request, _error: Exception) -> JSONRespo
 
 async def _invalid_token(_request: Request, _error: Exception) -> JSONResponse:
     return _detail(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"})
+
+
+async def _rate_limited(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RateLimited)
+    return _detail(429, RATE_LIMITED, {"Retry-After": str(error.retry_after)})
 
 
 async def _weak_password(_request: Request, error: Exception) -> JSONResponse:
@@ -67,4 +74,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(EmailNotVerified, _email_not_verified)
     app.add_exception_handler(InvalidToken, _invalid_token)
     app.add_exception_handler(WeakPassword, _weak_password)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -6,11 +6,13 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from limits.errors import ConfigurationError as LimitsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taxease_auth.auth.limits import RateLimits
 from taxease_auth.config import Settings
 
 router = APIRouter(tags=["operations"])
@@ -25,7 +27,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "A dependency failed; the body names it"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the database answers and the mail backend is configured."""
+    """Readiness: the database answers, the rate-limit storage (Redis) answers when one is
+    configured, and the mail backend has a sender. The body names what failed."""
     engine: AsyncEngine = request.app.state.engine
     settings: Settings = request.app.state.settings
     checks: dict[str, str] = {}
@@ -36,6 +39,13 @@ async def readyz(request: Request) -> JSONResponse:
     except (SQLAlchemyError, OSError) as error:
         logger.error("readiness: database check failed: %s", type(error).__name__)
         checks["database"] = "failed"
+    if settings.rate_limit_storage_url != "memory://":
+        limits: RateLimits = request.app.state.rate_limits
+        try:
+            checks["rate_limit_storage"] = "ok" if await limits.healthy() else "failed"
+        except (ConnectionError, OSError, LimitsError) as error:
+            logger.error("readiness: rate-limit storage check failed: %s", type(error).__name__)
+            checks["rate_limit_storage"] = "failed"
     checks["mail"] = "ok" if settings.sender else "failed: no sender configured"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(

@@ -9,6 +9,8 @@ provider uses them, and two accounts differing only in case would be a trap.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
@@ -53,3 +55,13 @@ def mask_email(email: str) -> str:
     """``alice@example.com`` -> ``a***@example.com``: enough to correlate, not to harvest."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+_FINGERPRINT_LABEL = b"taxease-auth/email-fingerprint/v1"
+
+
+def email_fingerprint(secret_key: str, email: str) -> str:
+    """A keyed hash of a canonical email: searchable (audit, rate-limit keys) without storing
+    the address. Rotating SECRET_KEY changes it; search with every key that may have made it."""
+    key = hmac.new(secret_key.encode(), _FINGERPRINT_LABEL, hashlib.sha256).digest()
+    return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()[:32]

@@ -1,4 +1,5 @@
-"""Password hashing with argon2id, off the event loop and bounded to one hash per core.
+"""The password policy (NIST 800-63B), and argon2id hashing off the event loop, bounded to one
+hash per core.
 
 An argon2id hash costs tens of milliseconds of CPU and ``PASSWORD_HASH_MEMORY_KIB`` of memory.
 Run on the event loop it would stall every other request; run unbounded in threads, 32 logins
@@ -8,9 +9,12 @@ core keeps both in check.
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import os
 import unicodedata
-from functools import partial
+from collections.abc import Sequence
+from functools import cache, partial
 
 import anyio
 from pwdlib import PasswordHash
@@ -25,12 +29,47 @@ def normalize_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def check_password_policy(password: str, settings: Settings, *, field: str = "password") -> None:
-    """Length only, counted in Unicode code points; no composition rules (NIST 800-63B).
+TOO_COMMON = "This password is too common"
+PERSONAL_INFORMATION = "Password must not contain your email address or name"
+REPETITIVE_OR_SEQUENTIAL = "Password must not be a repeated or sequential pattern"
 
-    Raises WeakPassword with a reason the client may read.
+# Shorter parts are too likely to occur by chance in a passphrase ("al", "li").
+_MIN_EMAIL_PART = 4
+_MIN_NAME = 3
+# A block of at most this many characters, repeated, is a pattern ("abab...", "abcdabcd...").
+_MAX_REPEATED_BLOCK = 4
+# Orders a person walks through when asked for "something long": the alphabet, the digits
+# and the keyboard's letter rows. Walked either way and wrapping around, so
+# "123456789012" and "zyxwvutsrqpo" are sequences too.
+_SEQUENCES = (
+    "abcdefghijklmnopqrstuvwxyz",
+    "0123456789",
+    "qwertyuiopasdfghjklzxcvbnm",
+)
+
+
+def check_password_policy(
+    password: str,
+    settings: Settings,
+    *,
+    field: str = "password",
+    email: str | None = None,
+    names: Sequence[str] = (),
+) -> None:
+    """Apply NIST 800-63B's rules to a new password; return quietly when it may be used.
+
+    Length is counted in Unicode code points after NFKC (PASSWORD_MIN_LENGTH..PASSWORD_MAX_LENGTH);
+    every character is allowed and there are no composition rules. Refused, case-insensitively:
+    a password on zxcvbn's list of common passwords, one that equals or contains the user's
+    ``email`` (the whole address, or its local part when at least 4 characters) or one of
+    ``names`` (each at least 3 characters), and one that is a repetition or a simple sequence
+    ("aaaaaaaaaaaa", "abcabcabcabc", "123456789012", "qwertyuiopas").
+
+    Raises WeakPassword(reason, field=field); the reason is for the client (NIST asks to say
+    why) and never repeats the password.
     """
-    length = len(normalize_password(password))
+    normalized = normalize_password(password)
+    length = len(normalized)
     if length < settings.password_min_length:
         raise WeakPassword(
             f"Password must be at least {settings.password_min_length} characters", field=field
@@ -39,6 +78,61 @@ def check_password_policy(password: str, settings: Settings, *, field: str = "pa
         raise WeakPassword(
             f"Password must be at most {settings.password_max_length} characters", field=field
         )
+    folded = normalized.casefold()
+    if _contains_personal_information(folded, email, names):
+        raise WeakPassword(PERSONAL_INFORMATION, field=field)
+    if folded in common_passwords():
+        raise WeakPassword(TOO_COMMON, field=field)
+    if _is_repetitive_or_sequential(folded):
+        raise WeakPassword(REPETITIVE_OR_SEQUENTIAL, field=field)
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """zxcvbn's 30,000 most common passwords (lowercase), loaded on first use.
+
+    The module holds every zxcvbn word list (a few MB of Python literals): imported here, not
+    at start-up, and kept once imported.
+    """
+    frequency_lists = importlib.import_module("zxcvbn.frequency_lists")
+    words: list[str] = frequency_lists.FREQUENCY_LISTS["passwords"]
+    return frozenset(word.casefold() for word in words)
+
+
+def _contains_personal_information(folded: str, email: str | None, names: Sequence[str]) -> bool:
+    parts: list[str] = []
+    if email:
+        address = normalize_password(email.strip()).casefold()
+        local = address.rpartition("@")[0]
+        parts.append(address)
+        # The local part, and without its +tag: "john.smith+tax" and "john.smith".
+        parts.extend(
+            part for part in {local, local.partition("+")[0]} if len(part) >= _MIN_EMAIL_PART
+        )
+    for name in names:
+        folded_name = normalize_password(name.strip()).casefold()
+        if len(folded_name) >= _MIN_NAME:
+            parts.append(folded_name)
+    return any(part in folded for part in parts)
+
+
+def _is_repetitive_or_sequential(folded: str) -> bool:
+    """One short block repeated, a common password repeated, or a run along a known order."""
+    # The smallest period of the text: "abcabcabc" -> 3, a text that does not repeat -> len.
+    period = (folded + folded).find(folded, 1)
+    if period < len(folded):
+        block = folded[:period]
+        if period <= _MAX_REPEATED_BLOCK or block in common_passwords():
+            return True
+    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(folded)}
+    if steps <= {1} or steps <= {-1}:  # "abcdef", "αβγδεζ", "654321" in any script
+        return True
+    for order in _SEQUENCES:
+        for walk in (order, order[::-1]):
+            wrapped = walk * (len(folded) // len(walk) + 2)
+            if folded in wrapped:
+                return True
+    return False
 
 
 class PasswordHasher:

@@ -1,9 +1,11 @@
 """AuthService: the account flows of DESIGN.md §4, with no HTTP and no SQL text.
 
 Every email given to a method here is canonical already (``auth.emails.canonical_email``);
-the API's schemas make it so. Methods raise the precise domain error (``errors.py``) and leave
-to ``api/errors.py`` what the client may learn: an unknown email and a wrong password look the
-same from outside, as do wrong, expired, used and dead codes.
+the API's schemas make it so, and ``client_ip`` is the client address after TRUSTED_PROXIES.
+Methods raise the precise domain error (``errors.py``) and leave to ``api/errors.py`` what the
+client may learn: an unknown email and a wrong password look the same from outside, as do
+wrong, expired, used and dead codes. Rate budgets are counted on what was submitted, whether
+or not an account exists (``auth/limits.py``).
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from taxease_auth import metrics
 from taxease_auth.auth import otp as codes
-from taxease_auth.auth.emails import mask_email
+from taxease_auth.auth.emails import email_fingerprint, mask_email
+from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, check_password_policy
 from taxease_auth.auth.tokens import IssuedToken, TokenService
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
 from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials, InvalidToken
 from taxease_auth.mail.render import MailRenderer
-from taxease_auth.store import otps, outbox, users
+from taxease_auth.store import audit, otps, outbox, users
 from taxease_auth.store.models import MailKind, Otp, Purpose, User
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class CodeSubmission:
     email: str
     code: str
     purpose: Purpose
+    client_ip: str
     challenge_id: str | None = None
 
 
@@ -73,6 +77,7 @@ class AuthService:
         hasher: PasswordHasher,
         tokens: TokenService,
         renderer: MailRenderer,
+        limits: RateLimits,
         mail_queued: Callable[[], None],
     ) -> None:
         self._settings = settings
@@ -81,12 +86,13 @@ class AuthService:
         self._hasher = hasher
         self._tokens = tokens
         self._renderer = renderer
+        self._limits = limits
         self._mail_queued = mail_queued
         self._code_lifetime = timedelta(minutes=settings.otp_expiry_minutes)
 
     # --- registration ------------------------------------------------------------------------
 
-    async def register(self, registration: Registration) -> None:
+    async def register(self, registration: Registration, *, client_ip: str) -> None:
         """Create or refresh a pending account and mail a code; the caller answers the same
         201 whatever happened here.
 
@@ -95,18 +101,29 @@ class AuthService:
           mailbox decides which registration completes; a squatter cannot block the owner);
         - verified address: the owner gets a notice instead of a code, nothing changes.
         """
-        check_password_policy(registration.password, self._settings)
+        check_password_policy(
+            registration.password,
+            self._settings,
+            email=registration.email,
+            names=(registration.first_name, registration.last_name),
+        )
+        await self._limits.spend(self._limits.register_per_ip, client_ip)
+        await self.admit_code_request(
+            registration.email, Purpose.EMAIL_VERIFICATION, client_ip=client_ip
+        )
         # Hash before looking anything up: every branch costs the same hashing work.
         password_hash = await self._hasher.hash(registration.password)
         try:
-            await self._register(registration, password_hash)
+            await self._register(registration, password_hash, client_ip)
         except IntegrityError:
             # A simultaneous registration inserted the same address first; ours now takes
             # the "existing account" branch.
-            await self._register(registration, password_hash)
+            await self._register(registration, password_hash, client_ip)
         self._mail_queued()
 
-    async def _register(self, registration: Registration, password_hash: str) -> None:
+    async def _register(
+        self, registration: Registration, password_hash: str, client_ip: str
+    ) -> None:
         now = self._clock.now()
         verified_at_once = self._settings.skips_email_verification
         async with self._sessions.begin() as session:
@@ -140,17 +157,26 @@ class AuthService:
                 email=user.email,
                 purpose=Purpose.EMAIL_VERIFICATION,
                 first_name=registration.first_name,
+                client_ip=client_ip,
                 now=now,
                 pending=(password_hash, registration.first_name, registration.last_name),
             )
 
     # --- codes -------------------------------------------------------------------------------
 
-    async def request_code(
-        self, email: str, purpose: Purpose, *, challenge_id: str | None = None
+    async def admit_code_request(self, email: str, purpose: Purpose, *, client_ip: str) -> None:
+        """Spend the issuing budgets (cooldown and cap per address and purpose, cap per client)
+        or raise RateLimited. Counted whether or not anything will be sent."""
+        key = self._fingerprint(email)
+        await self._limits.spend(self._limits.code_cooldown, key, purpose)
+        await self._limits.spend(self._limits.code_issue_per_email, key, purpose)
+        await self._limits.spend(self._limits.code_issue_per_ip, client_ip)
+
+    async def issue_requested_code(
+        self, email: str, purpose: Purpose, *, client_ip: str, challenge_id: str | None = None
     ) -> None:
-        """Re-send a code where one is due; otherwise do nothing. The caller answers 202 either
-        way, so this reveals nothing about the address.
+        """Send a code where one is due; otherwise do nothing. Runs after the 202 went out
+        (a background task), so the answer's timing does not depend on the account either.
 
         A login code is only re-sent for a live challenge (opened by a correct password): no
         one gets tokens from an email address alone.
@@ -168,13 +194,19 @@ class AuthService:
                         email=email,
                         purpose=purpose,
                         first_name=user.first_name,
+                        client_ip=client_ip,
                         now=now,
                         pending=(user.password_hash, user.first_name, user.last_name),
                     )
                     issued = True
             elif purpose is Purpose.PASSWORD_RESET:
                 await self._issue_code(
-                    session, email=email, purpose=purpose, first_name=user.first_name, now=now
+                    session,
+                    email=email,
+                    purpose=purpose,
+                    first_name=user.first_name,
+                    client_ip=client_ip,
+                    now=now,
                 )
                 issued = True
             elif challenge_id is not None and await otps.challenge_is_live(
@@ -188,6 +220,7 @@ class AuthService:
                     email=email,
                     purpose=purpose,
                     first_name=user.first_name,
+                    client_ip=client_ip,
                     now=now,
                     challenge_id=challenge_id,
                 )
@@ -195,12 +228,7 @@ class AuthService:
         if issued:
             self._mail_queued()
 
-    async def request_password_reset(self, email: str) -> None:
-        await self.request_code(email, Purpose.PASSWORD_RESET)
-
-    async def verify_code(
-        self, email: str, code: str, purpose: Purpose, *, challenge_id: str | None = None
-    ) -> IssuedToken | None:
+    async def verify_code(self, submitted: CodeSubmission) -> IssuedToken | None:
         """Check a code and apply its effect; InvalidCode for every kind of failure.
 
         - email_verification: the account becomes verified with the registration's password;
@@ -209,35 +237,44 @@ class AuthService:
           ``confirm_password_reset``), so a client can validate it before asking for the new
           password; wrong tries still count.
         """
-        if purpose is Purpose.LOGIN and challenge_id is None:
-            raise InvalidCode("login code without challenge")
-        consume = purpose is not Purpose.PASSWORD_RESET
+        await self._admit_code_attempt(submitted)
+        purpose = submitted.purpose
+        if purpose is Purpose.LOGIN and submitted.challenge_id is None:
+            raise await self._failed(submitted, InvalidCode("login code without challenge"))
         token: IssuedToken | None = None
         async with self._sessions.begin() as session:
             outcome = await self._check_code(
-                session, CodeSubmission(email, code, purpose, challenge_id), consume=consume
+                session, submitted, consume=purpose is not Purpose.PASSWORD_RESET
             )
             if isinstance(outcome, InvalidCode):
                 pass  # commit the counted attempt, then raise below
             elif purpose is Purpose.EMAIL_VERIFICATION:
                 await self._activate_registration(session, outcome)
             elif purpose is Purpose.LOGIN:
-                token = await self._login_with_code(session, email)
+                token = await self._login_with_code(session, submitted)
         if isinstance(outcome, InvalidCode):
-            raise outcome
+            raise await self._failed(submitted, outcome)
         return token
 
-    async def confirm_password_reset(self, email: str, code: str, new_password: str) -> None:
-        """Spend a reset code and set the new password. Ends every earlier token, mails the
-        owner a notice, does not log in (the client logs in with the new password)."""
-        check_password_policy(new_password, self._settings, field="new_password")
+    async def confirm_password_reset(
+        self, email: str, code: str, new_password: str, *, client_ip: str
+    ) -> None:
+        """Spend a reset code and set the new password. Ends every earlier token and every
+        other pending code, mails the owner a notice, does not log in (the client logs in with
+        the new password). Works while login is throttled: the budgets are separate."""
+        submitted = CodeSubmission(email, code, Purpose.PASSWORD_RESET, client_ip)
+        await self._admit_code_attempt(submitted)
+        now = self._clock.now()
+        async with self._sessions() as session:
+            user = await users.get_by_email(session, email)
+        names = (user.first_name, user.last_name) if user else ()
+        check_password_policy(
+            new_password, self._settings, field="new_password", email=email, names=names
+        )
         # Hash first: a wrong code then costs the same time as a right one.
         password_hash = await self._hasher.hash(new_password)
-        now = self._clock.now()
         async with self._sessions.begin() as session:
-            outcome = await self._check_code(
-                session, CodeSubmission(email, code, Purpose.PASSWORD_RESET), consume=True
-            )
+            outcome = await self._check_code(session, submitted, consume=True)
             user = (
                 None
                 if isinstance(outcome, InvalidCode)
@@ -249,8 +286,9 @@ class AuthService:
                 # registration code included (it would otherwise set *its* password back).
                 await otps.retire_live(session, email=email, purpose=None, now=now)
                 await self._queue_notice(session, user, MailKind.PASSWORD_CHANGED, now)
+                self._audit(session, "password_reset", email, client_ip, "success")
         if isinstance(outcome, InvalidCode):
-            raise outcome
+            raise await self._failed(submitted, outcome)
         if user is None:
             raise InvalidCode("account vanished")
         logger.info("password reset for %s", mask_email(email))
@@ -258,37 +296,43 @@ class AuthService:
 
     # --- login and tokens --------------------------------------------------------------------
 
-    async def login(self, email: str, password: str) -> IssuedToken | LoginChallenge:
+    async def login(
+        self, email: str, password: str, *, client_ip: str
+    ) -> IssuedToken | LoginChallenge:
         """Check the password; return a token, or a challenge when LOGIN_OTP_REQUIRED.
 
         InvalidCredentials for an unknown email or a wrong password (same hashing work for
-        both); EmailNotVerified only after a correct password.
+        both); EmailNotVerified only after a correct password. RateLimited before any hashing
+        when the client or the address has spent its budget.
         """
+        key = self._fingerprint(email)
+        await self._limits.spend(self._limits.login_per_ip, client_ip)
+        await self._limits.ensure_left(self._limits.login_failures_per_email, key)
         async with self._sessions() as session:
             user = await users.get_by_email(session, email)
         if user is None:
             await self._hasher.verify_unknown_user(password)
-            metrics.LOGINS.labels(outcome="unknown_email").inc()
-            logger.info("login failed for %s: unknown", mask_email(email))
-            raise InvalidCredentials
+            raise await self._login_failed(email, client_ip, "unknown_email")
         matches, new_hash = await self._hasher.verify(password, user.password_hash)
         if not matches:
-            metrics.LOGINS.labels(outcome="wrong_password").inc()
-            logger.info("login failed for %s: wrong password", mask_email(email))
-            raise InvalidCredentials
+            raise await self._login_failed(email, client_ip, "wrong_password")
         if not user.email_verified:
             metrics.LOGINS.labels(outcome="unverified").inc()
             raise EmailNotVerified
         now = self._clock.now()
         async with self._sessions.begin() as session:
             await users.record_login(session, user.id, now=now, new_password_hash=new_hash)
-            if self._settings.login_otp_required:
+            if not self._settings.login_otp_required:
+                self._audit(session, "login_succeeded", email, client_ip, "success")
+            else:
                 challenge_id = secrets.token_urlsafe(32)
+                self._audit(session, "login_challenged", email, client_ip, "success")
                 await self._issue_code(
                     session,
                     email=email,
                     purpose=Purpose.LOGIN,
                     first_name=user.first_name,
+                    client_ip=client_ip,
                     now=now,
                     challenge_id=challenge_id,
                 )
@@ -315,6 +359,52 @@ class AuthService:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _fingerprint(self, email: str) -> str:
+        return email_fingerprint(self._settings.signing_key, email)
+
+    def _audit(
+        self,
+        session: AsyncSession,
+        event: str,
+        email: str,
+        client_ip: str,
+        outcome: str,
+        *,
+        purpose: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        audit.record(
+            session,
+            now=self._clock.now(),
+            event=event,
+            email_hash=self._fingerprint(email),
+            ip=client_ip,
+            outcome=outcome,
+            purpose=purpose,
+            detail=detail,
+        )
+
+    async def _admit_code_attempt(self, submitted: CodeSubmission) -> None:
+        await self._limits.spend(self._limits.verify_per_ip, submitted.client_ip)
+        await self._limits.ensure_left(
+            self._limits.verify_failures_per_email, self._fingerprint(submitted.email)
+        )
+
+    async def _failed(self, submitted: CodeSubmission, error: InvalidCode) -> InvalidCode:
+        """Charge a failed code attempt to the address's failure budget; returns the error."""
+        await self._limits.charge(
+            self._limits.verify_failures_per_email, self._fingerprint(submitted.email)
+        )
+        return error
+
+    async def _login_failed(self, email: str, client_ip: str, reason: str) -> InvalidCredentials:
+        await self._limits.charge(self._limits.login_failures_per_email, self._fingerprint(email))
+        async with self._sessions.begin() as session:
+            self._audit(session, "login_failed", email, client_ip, "failure", detail=reason)
+        metrics.LOGINS.labels(outcome=reason).inc()
+        logger.info("login failed for %s: %s", mask_email(email), reason.replace("_", " "))
+        return InvalidCredentials()
+
     async def _check_code(
         self, session: AsyncSession, submitted: CodeSubmission, *, consume: bool
     ) -> Otp | InvalidCode:
@@ -323,6 +413,18 @@ class AuthService:
         outcome = await self._match_code(session, submitted, consume=consume)
         label = outcome.reason if isinstance(outcome, InvalidCode) else "verified"
         metrics.CODES_CHECKED.labels(purpose=submitted.purpose, outcome=label).inc()
+        event = "code_verified" if isinstance(outcome, Otp) else "code_failed"
+        if label == "locked":
+            event = "code_locked"
+        self._audit(
+            session,
+            event,
+            submitted.email,
+            submitted.client_ip,
+            "success" if isinstance(outcome, Otp) else "failure",
+            purpose=submitted.purpose,
+            detail=None if isinstance(outcome, Otp) else label,
+        )
         if isinstance(outcome, InvalidCode):
             logger.info(
                 "%s code rejected for %s: %s", submitted.purpose, mask_email(submitted.email), label
@@ -355,8 +457,10 @@ class AuthService:
             code=submitted.code,
             stored_hash=candidate.code_hash,
         ):
+            # The attempt that uses up the code's last try locks it: "locked" in the audit.
+            locks = candidate.attempts + 1 >= max_attempts
             await otps.count_wrong_attempt(session, candidate.id, max_attempts=max_attempts)
-            return InvalidCode("wrong")
+            return InvalidCode("locked" if locks else "wrong")
         if consume and not await otps.consume(
             session, candidate.id, now=now, max_attempts=max_attempts
         ):
@@ -370,22 +474,24 @@ class AuthService:
         if user.email_verified:
             # Defence in depth: a registration code never changes a verified account's password.
             raise InvalidCode("already verified")
-        now = self._clock.now()
         await users.activate_registration(
             session,
             user.id,
             password_hash=code.pending_password_hash,
             first_name=code.pending_first_name or user.first_name,
             last_name=code.pending_last_name or user.last_name,
-            now=now,
+            now=self._clock.now(),
         )
         logger.info("email verified for %s", mask_email(code.email))
 
-    async def _login_with_code(self, session: AsyncSession, email: str) -> IssuedToken:
-        user = await users.get_by_email(session, email)
+    async def _login_with_code(
+        self, session: AsyncSession, submitted: CodeSubmission
+    ) -> IssuedToken:
+        user = await users.get_by_email(session, submitted.email)
         if user is None:
             raise InvalidCode("account vanished")
-        logger.info("login with code succeeded for %s", mask_email(email))
+        self._audit(session, "login_succeeded", submitted.email, submitted.client_ip, "success")
+        logger.info("login with code succeeded for %s", mask_email(submitted.email))
         metrics.LOGINS.labels(outcome="success").inc()
         return self._tokens.issue(user_id=user.id, token_version=user.token_version)
 
@@ -396,6 +502,7 @@ class AuthService:
         email: str,
         purpose: Purpose,
         first_name: str,
+        client_ip: str,
         now: datetime,
         pending: tuple[str, str, str] | None = None,
         challenge_id: str | None = None,
@@ -438,6 +545,7 @@ class AuthService:
             send_before=expires_at,
             now=now,
         )
+        self._audit(session, "code_issued", email, client_ip, "success", purpose=purpose)
         metrics.CODES_ISSUED.labels(purpose=purpose).inc()
         logger.info("%s code issued for %s", purpose, mask_email(email))
 

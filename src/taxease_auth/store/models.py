@@ -152,3 +152,19 @@ class EmailOutbox(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """A security event: searchable by a keyed hash of the email, never the address itself."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_email_hash_occurred", "email_hash", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str | None] = mapped_column(String(32))
+    email_hash: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(100))

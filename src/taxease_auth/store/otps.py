@@ -57,6 +57,7 @@ async def count_wrong_attempt(session: AsyncSession, otp_id: int, *, max_attempt
         update(Otp)
         .where(Otp.id == otp_id, Otp.attempts < max_attempts)
         .values(attempts=Otp.attempts + 1)
+        .execution_options(synchronize_session=False)
     )
 
 

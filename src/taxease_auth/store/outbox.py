@@ -1,18 +1,26 @@
 """Outbox rows: mail the API promised to send, written in the same transaction as its code.
 
 The worker claims due rows under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
-ignores the clause and runs a single worker), then records one final or retry outcome per row.
-Bodies hold live codes, so they are cleared as soon as a row is sent or expired.
+ignores the clause, so there one worker runs, held to it by ``SqliteWorkerLock``), then records
+one final or retry outcome per row. A row whose lease ran out (its worker died) is claimed
+again. Bodies hold live codes: they are cleared as soon as a row is sent or expired, and for a
+failed row once its code has expired.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import secrets
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from taxease_auth.config import Settings
 from taxease_auth.mail.message import RenderedMail
 from taxease_auth.store.models import EmailOutbox, OutboxStatus
 
@@ -58,7 +66,7 @@ async def claim_due(
         .where(
             EmailOutbox.status == OutboxStatus.PENDING,
             EmailOutbox.next_attempt_at <= now,
-            (EmailOutbox.lease_expires_at.is_(None)) | (EmailOutbox.lease_expires_at < now),
+            _unleased(now),
         )
         .order_by(EmailOutbox.next_attempt_at, EmailOutbox.id)
         .limit(limit)
@@ -81,8 +89,19 @@ async def claim_due(
     return list(rows.scalars())
 
 
+def _unleased(now: datetime) -> ColumnElement[bool]:
+    """No worker holds the row: never leased, or its worker let the lease run out (died)."""
+    return (EmailOutbox.lease_expires_at.is_(None)) | (EmailOutbox.lease_expires_at < now)
+
+
 def _final(now: datetime) -> dict[str, object]:
     return {"lease_expires_at": None, "leased_by": None, "updated_at": now}
+
+
+def _pending(row_id: int) -> tuple[ColumnElement[bool], ...]:
+    # Outcomes only ever apply to a pending row: a worker whose lease ran out while SES was
+    # slow never overwrites what the worker that took the row over recorded.
+    return (EmailOutbox.id == row_id, EmailOutbox.status == OutboxStatus.PENDING)
 
 
 async def mark_sent(
@@ -90,7 +109,7 @@ async def mark_sent(
 ) -> None:
     await session.execute(
         update(EmailOutbox)
-        .where(EmailOutbox.id == row_id)
+        .where(*_pending(row_id))
         .values(
             status=OutboxStatus.SENT,
             attempts=EmailOutbox.attempts + 1,
@@ -109,7 +128,7 @@ async def mark_retry(
 ) -> None:
     await session.execute(
         update(EmailOutbox)
-        .where(EmailOutbox.id == row_id)
+        .where(*_pending(row_id))
         .values(
             attempts=EmailOutbox.attempts + 1,
             next_attempt_at=retry_at,
@@ -123,7 +142,7 @@ async def mark_failed(session: AsyncSession, row_id: int, *, error: str, now: da
     # The body stays until the code expires, so an operator can still retry the row.
     await session.execute(
         update(EmailOutbox)
-        .where(EmailOutbox.id == row_id)
+        .where(*_pending(row_id))
         .values(
             status=OutboxStatus.FAILED,
             attempts=EmailOutbox.attempts + 1,
@@ -136,6 +155,109 @@ async def mark_failed(session: AsyncSession, row_id: int, *, error: str, now: da
 async def mark_expired(session: AsyncSession, row_id: int, *, now: datetime) -> None:
     await session.execute(
         update(EmailOutbox)
-        .where(EmailOutbox.id == row_id)
+        .where(*_pending(row_id))
         .values(status=OutboxStatus.EXPIRED, html_body=None, text_body=None, **_final(now))
     )
+
+
+async def expire_overdue(session: AsyncSession, *, now: datetime) -> list[str]:
+    """Mark expired every pending row whose code expired while no worker held it (the breaker
+    was open, or no worker ran), clearing its body; returns the kinds of the rows expired."""
+    result = await session.execute(
+        update(EmailOutbox)
+        .where(
+            EmailOutbox.status == OutboxStatus.PENDING,
+            EmailOutbox.send_before <= now,
+            _unleased(now),
+        )
+        .values(status=OutboxStatus.EXPIRED, html_body=None, text_body=None, **_final(now))
+        .returning(EmailOutbox.kind)
+    )
+    return list(result.scalars())
+
+
+async def clear_dead_bodies(session: AsyncSession, *, now: datetime) -> int:
+    """Clear the bodies of failed rows whose code has expired (no retry could send them any
+    more); returns how many were cleared."""
+    result = await session.execute(
+        update(EmailOutbox)
+        .where(
+            EmailOutbox.status == OutboxStatus.FAILED,
+            EmailOutbox.send_before <= now,
+            (EmailOutbox.html_body.is_not(None)) | (EmailOutbox.text_body.is_not(None)),
+        )
+        .values(html_body=None, text_body=None, updated_at=now)
+        .returning(EmailOutbox.id)
+    )
+    return len(result.scalars().all())
+
+
+async def pending_summary(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many rows are pending, and when the oldest of them was queued."""
+    count = await session.scalar(
+        select(func.count(EmailOutbox.id)).where(EmailOutbox.status == OutboxStatus.PENDING)
+    )
+    # ORDER BY + LIMIT rather than min(): the column's type (UTC restored on SQLite) applies.
+    oldest = await session.scalar(
+        select(EmailOutbox.created_at)
+        .where(EmailOutbox.status == OutboxStatus.PENDING)
+        .order_by(EmailOutbox.created_at)
+        .limit(1)
+    )
+    return int(count or 0), oldest
+
+
+class OutboxLocked(Exception):
+    """Another delivery worker already delivers from this SQLite database."""
+
+
+class SqliteWorkerLock:
+    """One delivery worker per SQLite database: an exclusive ``flock`` on a file beside it.
+
+    SQLite has no ``SKIP LOCKED``, so two workers could claim the same row. The kernel drops
+    the lock when its process dies, however it dies, so a crash never leaves a stale lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ``OutboxLocked`` at once when another worker holds it."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxLocked(
+                "another delivery worker already runs on this SQLite database (it holds "
+                f"{self.path}): run one worker only (one `serve` process with EMBEDDED_WORKER, "
+                "or EMBEDDED_WORKER=false and one `taxease-auth worker`), or use PostgreSQL"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (also done by the kernel when the process ends)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def sqlite_worker_lock(settings: Settings) -> SqliteWorkerLock | None:
+    """The single-worker lock for a file SQLite database; None for PostgreSQL (rows are
+    claimed with SKIP LOCKED) and for an in-memory database (no other process sees it)."""
+    if not settings.is_sqlite:
+        return None
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return SqliteWorkerLock(path.with_name(f"{path.name}.worker-lock"))

@@ -15,4 +15,8 @@ def build_backend(settings: Settings) -> MailBackend:
         from taxease_auth.mail.backends.ses import SesBackend
 
         return SesBackend(settings)
-    raise ConfigError("EMAIL_BACKEND=smtp is not available yet (see the delivery issue)")
+    if settings.mail_backend is EmailBackendName.SMTP:
+        from taxease_auth.mail.backends.smtp import SmtpBackend
+
+        return SmtpBackend(settings)
+    raise ConfigError(f"unknown EMAIL_BACKEND {settings.mail_backend!r}")

@@ -7,7 +7,7 @@ never go; ``account_wide`` when nothing will go until an operator acts).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from taxease_auth.mail.message import Message, SendResult
 
@@ -21,7 +21,16 @@ class SendError(Exception):
 
 
 class TransientSendError(SendError):
-    """Throttling, 5xx, timeouts, connection errors: retry with backoff."""
+    """Throttling, 5xx, timeouts, connection errors: retry with backoff.
+
+    ``possibly_sent`` when the provider may have accepted the message before the failure (a
+    timeout or a connection lost after the request left): the retry may deliver a second copy
+    of the same mail, and the worker logs it as such.
+    """
+
+    def __init__(self, reason: str, *, possibly_sent: bool = False) -> None:
+        super().__init__(reason)
+        self.possibly_sent = possibly_sent
 
 
 class PermanentSendError(SendError):
@@ -43,4 +52,18 @@ class MailBackend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+@runtime_checkable
+class ReportsSendRate(Protocol):
+    """A backend that knows the provider's sending rate (SES: ``MaxSendRate``).
+
+    Optional: the worker paces a backend without this method only when ``SES_MAX_SEND_RATE``
+    is set.
+    """
+
+    async def max_send_rate(self) -> float | None:
+        """Messages per second the provider accepts; None when it sets no limit. Raises a
+        ``SendError`` subclass when the provider cannot be asked."""
         ...

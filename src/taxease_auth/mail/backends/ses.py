@@ -43,6 +43,9 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 
+# Of those, the server faults that may come after the message was accepted.
+_POSSIBLY_SENT_CODES = frozenset({"InternalFailure", "InternalError"})
+
 # Error codes after which every other message fails the same way: sender or account state,
 # configuration, credentials.
 _ACCOUNT_WIDE_CODES = frozenset(
@@ -154,13 +157,16 @@ def classify_client_error(
     if code in _ACCOUNT_WIDE_CODES:
         return PermanentSendError(reason, account_wide=True)
     if code in _TRANSIENT_CODES or code.startswith("RequestTimeout"):
-        return TransientSendError(reason)
+        return TransientSendError(reason, possibly_sent=code in _POSSIBLY_SENT_CODES)
     if code == "MessageRejected":
         sender_side = "not verified" in lowered and _is_sender_rejection(message, sender)
         return PermanentSendError(reason, account_wide=sender_side)
     # 429 is "too many requests" whatever the code says; 5xx is the server's fault.
-    if status == 429 or status >= 500:
+    if status == 429 or status == 503:
         return TransientSendError(reason)
+    if status >= 500:
+        # A server fault other than "unavailable" may come after the message was accepted.
+        return TransientSendError(reason, possibly_sent=True)
     # BadRequestException, InvalidParameterValue, any other 4xx, or an unknown answer: this
     # message as it is will not go; retrying it would only repeat the answer.
     return PermanentSendError(reason)
@@ -175,8 +181,13 @@ def classify_botocore_error(error: botocore.exceptions.BotoCoreError) -> SendErr
     """
     name = type(error).__name__
     if isinstance(error, _NETWORK_ERRORS):
-        # These messages name the endpoint URL, never a request parameter.
-        return TransientSendError(_reason(f"{name}: {error}"))
+        # These messages name the endpoint URL, never a request parameter. A read timeout or
+        # a connection closed after the request left (HTTPClientError) may hide an accepted
+        # message; a failed connect (ConnectionError) never reached SES.
+        return TransientSendError(
+            _reason(f"{name}: {error}"),
+            possibly_sent=isinstance(error, botocore.exceptions.HTTPClientError),
+        )
     if isinstance(error, _CREDENTIAL_ERRORS):
         return PermanentSendError(_reason(f"{name}: {error}"), account_wide=True)
     # ParamValidationError's text quotes the invalid value, which may be the body: name only.
@@ -189,7 +200,11 @@ class SesBackend:
 
     name = "ses"
 
-    def __init__(self, settings: Settings, *, max_concurrency: int = 10) -> None:
+    def __init__(self, settings: Settings, *, max_concurrency: int | None = None) -> None:
+        """``max_concurrency`` defaults to OUTBOX_WORKER_CONCURRENCY: one thread and one
+        pooled connection per send the worker runs at once."""
+        if max_concurrency is None:
+            max_concurrency = settings.outbox_worker_concurrency
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self._configuration_set = settings.aws_ses_configuration_set
@@ -200,22 +215,29 @@ class SesBackend:
                 "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
             }
         # else: boto3's own chain (environment, shared files, instance role) applies.
-        self._client: Any = boto3.session.Session().client(
-            "sesv2",
+        session = boto3.session.Session()
+        config = botocore.config.Config(
+            # The outbox retries durably with its own backoff: the SDK makes one quick
+            # retry at most and never holds a send for long.
+            retries={"mode": "standard", "total_max_attempts": 2},
+            connect_timeout=5,
+            read_timeout=10,
+            # One pooled connection per concurrent call, so no thread waits for a socket.
+            max_pool_connections=max_concurrency,
+        )
+        client = functools.partial(
+            session.client,
             region_name=settings.aws_region,
             # None lets boto3 honour AWS_ENDPOINT_URL itself.
             endpoint_url=settings.aws_endpoint_url or None,
-            config=botocore.config.Config(
-                # The outbox retries durably with its own backoff: the SDK makes one quick
-                # retry at most and never holds a send for long.
-                retries={"mode": "standard", "total_max_attempts": 2},
-                connect_timeout=5,
-                read_timeout=10,
-                # One pooled connection per concurrent call, so no thread waits for a socket.
-                max_pool_connections=max_concurrency,
-            ),
+            config=config,
             **credentials,
         )
+        self._client: Any = client("sesv2")
+        # The classic API, only for GetSendQuota where GetAccount is missing (moto, some
+        # emulators); made on first use.
+        self._make_classic_client = functools.partial(client, "ses")
+        self._classic_client: Any = None
         # boto3 blocks; these threads keep the event loop free, and the limiter bounds them.
         self._limiter = anyio.CapacityLimiter(max_concurrency)
 
@@ -263,6 +285,44 @@ class SesBackend:
         message_id = response.get("MessageId")
         return SendResult(provider_message_id=message_id if isinstance(message_id, str) else None)
 
+    async def max_send_rate(self) -> float:
+        """SES's ``MaxSendRate`` (messages per second) for this account and region.
+
+        Asks sesv2 ``GetAccount``; where that fails (moto answers 404, an old emulator), the
+        classic ``GetSendQuota``. Raises a ``SendError`` subclass when neither answers.
+        """
+        try:
+            account = await anyio.to_thread.run_sync(
+                self._client.get_account, limiter=self._limiter
+            )
+            return _positive_rate(account.get("SendQuota", {}).get("MaxSendRate"))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ValueError):
+            pass
+        try:
+            quota = await anyio.to_thread.run_sync(self._get_send_quota, limiter=self._limiter)
+            return _positive_rate(quota.get("MaxSendRate"))
+        except botocore.exceptions.ClientError as error:
+            raise classify_client_error(error) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise classify_botocore_error(error) from None
+        except ValueError as error:
+            raise TransientSendError(f"GetSendQuota: {error}") from None
+
+    def _get_send_quota(self) -> dict[str, Any]:
+        if self._classic_client is None:
+            self._classic_client = self._make_classic_client()
+        quota: dict[str, Any] = self._classic_client.get_send_quota()
+        return quota
+
     async def aclose(self) -> None:
-        """Close the client's connection pool."""
+        """Close the clients' connection pools."""
         self._client.close()
+        if self._classic_client is not None:
+            self._classic_client.close()
+
+
+def _positive_rate(value: object) -> float:
+    """A MaxSendRate from an SES answer, or ValueError when it is missing or not positive."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"no usable MaxSendRate in the answer ({value!r})")
+    return float(value)

@@ -1,0 +1,52 @@
+"""The audit trail: security events with time, email fingerprint, client address, outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from taxease_auth.store.models import AuditEvent
+
+
+def record(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    event: str,
+    email_hash: str,
+    ip: str | None,
+    outcome: str,
+    purpose: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Add an event to the caller's transaction (it commits or rolls back with the action)."""
+    session.add(
+        AuditEvent(
+            occurred_at=now,
+            event=event,
+            purpose=purpose,
+            email_hash=email_hash,
+            ip=ip,
+            outcome=outcome,
+            detail=detail[:100] if detail else None,
+        )
+    )
+
+
+async def recent(
+    session: AsyncSession, *, email_hashes: Sequence[str] | None, limit: int
+) -> list[AuditEvent]:
+    """Newest first; only those for the given fingerprints when given."""
+    query = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    if email_hashes is not None:
+        query = query.where(AuditEvent.email_hash.in_(email_hashes))
+    return list((await session.execute(query.limit(limit))).scalars())
+
+
+async def purge_before(session: AsyncSession, cutoff: datetime) -> int:
+    result = await session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < cutoff))
+    deleted: int = result.rowcount  # type: ignore[attr-defined]
+    return deleted
