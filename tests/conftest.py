@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import re
 import shutil
@@ -82,6 +83,21 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         if name.upper() in {field.upper() for field in Settings.model_fields}:
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`configure_logging` (run by the CLI and the app factory) replaces the root handlers with
+    one on the current stderr, which pytest closes after the test: put the old ones back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    noisy = ("botocore", "boto3", "urllib3", "aiosqlite", "asyncio")
+    levels = {name: logging.getLogger(name).level for name in noisy}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
 
 
 # --- database --------------------------------------------------------------------------------
@@ -282,6 +298,8 @@ def ses_settings(make_settings: SettingsFactory, ses: SesInbox) -> SettingsFacto
             "aws_access_key_id": "testing",
             "aws_secret_access_key": "testing",
             "aws_region": REGION,
+            # moto reports MaxSendRate 1.0: tests that are not about pacing send at once.
+            "ses_max_send_rate": 1000.0,
         }
         values.update(overrides)
         return make_settings(**values)

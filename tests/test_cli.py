@@ -178,9 +178,7 @@ def test_worker_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Path) -
 
 def test_the_console_script_and_python_m_agree() -> None:
     for command in ([str(CLI), "--help"], [sys.executable, "-m", "taxease_auth", "--help"]):
-        completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=30, check=False
-        )
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
         assert completed.returncode == 0, completed.stderr
         assert "serve" in completed.stdout
 

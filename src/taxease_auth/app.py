@@ -19,7 +19,7 @@ from taxease_auth.api import errors as api_errors
 from taxease_auth.api import health as health_routes
 from taxease_auth.api.body_limit import BodySizeLimit
 from taxease_auth.auth.limits import RateLimits
-from taxease_auth.auth.passwords import PasswordHasher
+from taxease_auth.auth.passwords import PasswordHasher, common_passwords
 from taxease_auth.auth.service import AuthService
 from taxease_auth.auth.tokens import TokenService
 from taxease_auth.clock import Clock, SystemClock
@@ -28,7 +28,7 @@ from taxease_auth.logs import configure_logging
 from taxease_auth.mail.backends import build_backend
 from taxease_auth.mail.backends.base import MailBackend
 from taxease_auth.mail.render import MailRenderer
-from taxease_auth.mail.worker import DeliveryWorker
+from taxease_auth.mail.worker import build_worker
 from taxease_auth.ratelimit_storage import make_storage
 from taxease_auth.store.db import make_engine, make_sessionmaker
 
@@ -65,14 +65,11 @@ def create_app(
         backend = mail_backend or build_backend(settings)
         hasher = PasswordHasher(settings)
         await anyio.to_thread.run_sync(hasher.burn_in)
+        await anyio.to_thread.run_sync(common_passwords)  # load the list before the first request
+        # On SQLite this takes the single-worker lock: a second worker on the same database
+        # stops the start-up here with OutboxLocked.
         worker = (
-            DeliveryWorker(
-                sessions=sessions,
-                backend=backend,
-                sender=settings.sender or "",
-                clock=clock,
-                lease_seconds=settings.outbox_lease_seconds,
-            )
+            build_worker(settings, sessions=sessions, backend=backend, clock=clock)
             if settings.embedded_worker
             else None
         )

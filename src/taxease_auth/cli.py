@@ -1,16 +1,21 @@
-"""The `taxease-auth` command line: serve, worker, db."""
+"""The `taxease-auth` command line: serve, worker, db, doctor, send-test, outbox, purge, why."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 
+from taxease_auth.clock import SystemClock
 from taxease_auth.config import ConfigError, Settings, load_settings
 from taxease_auth.logs import configure_logging
+from taxease_auth.store.models import OutboxStatus
+
+if TYPE_CHECKING:
+    from taxease_auth.operations import Outcome
 
 app = typer.Typer(
     help="TaxEase Auth: accounts and email verification by one-time codes mailed through AWS SES.",
@@ -63,30 +68,37 @@ def serve(
 def worker() -> None:
     """Deliver queued mail without serving HTTP (to scale delivery out, or with
     EMBEDDED_WORKER=false). Stops cleanly on SIGINT/SIGTERM after in-flight sends."""
+    from taxease_auth.store.outbox import OutboxLocked
+
     settings = _settings()
     configure_logging(settings)
-    asyncio.run(_run_worker(settings))
+    try:
+        asyncio.run(_run_worker(settings))
+    except OutboxLocked as error:
+        typer.echo(f"taxease-auth: {error}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 async def _run_worker(settings: Settings) -> None:
     from taxease_auth.clock import SystemClock
     from taxease_auth.mail.backends import build_backend
-    from taxease_auth.mail.worker import DeliveryWorker
+    from taxease_auth.mail.worker import build_worker
     from taxease_auth.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings)
     backend = build_backend(settings)
-    delivery = DeliveryWorker(
-        sessions=make_sessionmaker(engine),
-        backend=backend,
-        sender=settings.sender or "",
-        clock=SystemClock(),
-        lease_seconds=settings.outbox_lease_seconds,
-    )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(delivery.stop()))
     try:
+        # On SQLite: OutboxLocked when another worker (or a server's embedded one) runs.
+        delivery = build_worker(
+            settings,
+            sessions=make_sessionmaker(engine),
+            backend=backend,
+            clock=SystemClock(),
+            standby=False,
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(delivery.stop()))
         await delivery.run()
     finally:
         await backend.aclose()
@@ -114,3 +126,165 @@ def db_downgrade(
 
     migrate.downgrade(_settings(), revision)
     typer.echo(f"database at {revision}")
+
+
+# --- operating it: doctor, send-test, outbox, purge, why --------------------------------------
+# The work is done in taxease_auth.operations (and the modules it calls); these functions parse
+# the arguments, print the outcome and set the exit status.
+
+outbox_app = typer.Typer(help="The mail outbox: list, stats, retry.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+def _finish(outcome: Outcome) -> None:
+    typer.echo(outcome.text)
+    if outcome.exit_code:
+        raise typer.Exit(code=outcome.exit_code)
+
+
+def _canonical(email: str) -> str:
+    """The canonical form of EMAIL (as stored), or exit 2 saying why it is not usable."""
+    from taxease_auth.auth.emails import InvalidEmail, canonical_email
+
+    try:
+        return canonical_email(email)
+    except InvalidEmail as error:
+        typer.echo(f"taxease-auth: {email!r} is not a usable email address: {error}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def doctor() -> None:
+    """Check the mail set-up, each item PASS, FAIL (with the fix) or UNKNOWN.
+
+    For SES: region, credentials, sender identity, sandbox or production access, sending
+    enabled, quota and send rate, configuration set. For SMTP: a session opened with TLS and
+    AUTH as configured. Exits 1 on any FAIL.
+    """
+    from taxease_auth.mail import doctor as mail_doctor
+
+    checks = mail_doctor.run_checks(_settings())
+    typer.echo(mail_doctor.render(checks))
+    if mail_doctor.failed(checks):
+        raise typer.Exit(code=1)
+
+
+@app.command("send-test")
+def send_test(
+    email: Annotated[str, typer.Argument(help="Where to send the test mail.")],
+) -> None:
+    """Send a test mail to EMAIL now, through the configured backend.
+
+    Bypasses the outbox. Prints the provider's message id, or the error and its class
+    (transient, permanent, account-wide); exits 1 on failure.
+    """
+    from taxease_auth import operations
+
+    settings = _settings()
+    _finish(asyncio.run(operations.send_test(settings, _canonical(email))))
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[OutboxStatus | None, typer.Option(help="Only rows in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many rows.")] = 20,
+) -> None:
+    """List the newest outbox rows with their status, attempts, last error and provider id."""
+    from taxease_auth import operations
+
+    _finish(
+        asyncio.run(
+            operations.outbox_list(_settings(), status=status, limit=limit, clock=SystemClock())
+        )
+    )
+
+
+@outbox_app.command("stats")
+def outbox_stats() -> None:
+    """Count rows by status; show what pending rows wait for and the commonest failures.
+
+    Also the age of the oldest pending row: a growing one means delivery is stuck.
+    """
+    from taxease_auth import operations
+
+    _finish(asyncio.run(operations.outbox_stats(_settings(), clock=SystemClock())))
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    row_id: Annotated[int, typer.Argument(metavar="ID", help="The outbox row (see `list`).")],
+) -> None:
+    """Queue failed row ID again, if its code is still valid.
+
+    Refuses (exit 1, saying why) when the row did not fail, its code expired, was used or
+    replaced, or its body was cleared.
+    """
+    from taxease_auth import operations
+
+    _finish(asyncio.run(operations.outbox_retry(_settings(), row_id, clock=SystemClock())))
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; change nothing.")
+    ] = False,
+    code_margin_hours: Annotated[
+        int, typer.Option(min=1, help="Keep codes this many hours past their expiry.")
+    ] = 24,
+) -> None:
+    """Delete old codes and old final outbox rows (see --dry-run).
+
+    Codes go once expired for longer than the margin; sent, failed and expired outbox rows
+    once older than OUTBOX_RETENTION_DAYS; audit events once older than AUDIT_RETENTION_DAYS.
+    Failed rows whose code expired lose their body.
+    """
+    from datetime import timedelta
+
+    from taxease_auth import operations
+
+    _finish(
+        asyncio.run(
+            operations.purge(
+                _settings(),
+                dry_run=dry_run,
+                codes_older_than=timedelta(hours=code_margin_hours),
+                clock=SystemClock(),
+            )
+        )
+    )
+
+
+@app.command()
+def why(
+    email: Annotated[str, typer.Argument(help="The address the user gave.")],
+) -> None:
+    """Why didn't EMAIL get their code? Everything about it on one screen.
+
+    The account, the recent codes (purpose, issue time, expiry, attempts, state) with their
+    mail's status, attempts, last error and provider id, the SES suppression list (with the
+    SES backend), and a verdict. Never prints codes or their hashes.
+    """
+    from taxease_auth import operations
+
+    settings = _settings()
+    _finish(asyncio.run(operations.why(settings, _canonical(email))))
+
+
+@app.command()
+def audit(
+    email: Annotated[
+        str | None, typer.Option("--email", help="Only the events for this address.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many events, newest first.")] = 50,
+) -> None:
+    """Security events: codes issued, verified, failed and locked; logins; password resets.
+
+    Each with time, outcome, purpose and client address. Addresses are stored as keyed
+    fingerprints, so --email finds an address's events without the trail holding it.
+    """
+    from taxease_auth import operations
+
+    settings = _settings()
+    target = _canonical(email) if email is not None else None
+    _finish(asyncio.run(operations.audit_trail(settings, target, limit=limit)))

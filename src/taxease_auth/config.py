@@ -260,6 +260,17 @@ class Settings(BaseSettings):
         )
 
     @property
+    def aws_credentials(self) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY as boto3 keyword arguments, or nothing,
+        so that boto3's own chain (environment, shared files, instance role) applies."""
+        if self.aws_access_key_id and self.aws_secret_access_key:
+            return {
+                "aws_access_key_id": self.aws_access_key_id,
+                "aws_secret_access_key": self.aws_secret_access_key.get_secret_value(),
+            }
+        return {}
+
+    @property
     def sender(self) -> str | None:
         if self.aws_ses_from_email:
             return self.aws_ses_from_email

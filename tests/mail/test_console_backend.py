@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from taxease_auth.clock import ManualClock
 from taxease_auth.mail.backends.console import ConsoleBackend
 from taxease_auth.mail.message import Message
 
@@ -62,3 +64,19 @@ async def test_recent_is_empty_before_any_send_and_aclose_is_harmless():
 def test_negative_keep_is_refused():
     with pytest.raises(ValueError, match="keep"):
         ConsoleBackend(keep=-1)
+
+
+async def test_kept_mails_carry_a_stable_number_and_the_time_they_were_printed():
+    clock = ManualClock(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    backend = ConsoleBackend(stream=io.StringIO(), keep=2, clock=clock)
+
+    for number in range(1, 4):
+        await backend.send(make_message(number))
+        clock.advance(timedelta(seconds=1))
+
+    kept = backend.kept()
+    assert [mail.number for mail in kept] == [3, 2]
+    assert kept[0].sent_at == datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC)
+    assert backend.find(2) is kept[1]
+    assert backend.find(1) is None  # dropped: only the last `keep` are remembered
+    assert backend.keep == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from pydantic import ValidationError
 
 from taxease_auth.config import Settings
 from taxease_auth.mail.backends import build_backend
@@ -304,8 +305,15 @@ async def test_auth_on_a_plain_relay(smtp_settings: SmtpSettings) -> None:
     assert received.auth_mechanism == "PLAIN"
 
 
-async def test_wrong_password_is_account_wide(
-    smtp_settings: SmtpSettings, certificate: Certificate
+@pytest.mark.parametrize(
+    ("credentials", "reply"),
+    [
+        ({"smtp_username": USERNAME, "smtp_password": "wrong-password"}, "SMTP auth 535"),
+        ({}, "SMTP mail 530"),  # none configured where the server requires AUTH
+    ],
+)
+async def test_refused_authentication_is_account_wide(
+    smtp_settings: SmtpSettings, certificate: Certificate, credentials: dict[str, str], reply: str
 ) -> None:
     with (
         running_smtp_server(tls_context=certificate.server_context(), auth=True) as server,
@@ -316,29 +324,14 @@ async def test_wrong_password_is_account_wide(
                 server,
                 smtp_security="starttls",
                 smtp_ca_file=str(certificate.cert),
-                smtp_username=USERNAME,
-                smtp_password="wrong-password",
+                **credentials,
             )
         )
 
     assert caught.value.account_wide
-    assert caught.value.reason.startswith("SMTP auth 535")
+    assert caught.value.reason.startswith(reply)
     assert "wrong-password" not in caught.value.reason
-
-
-async def test_missing_credentials_where_auth_is_required_is_account_wide(
-    smtp_settings: SmtpSettings, certificate: Certificate
-) -> None:
-    with (
-        running_smtp_server(tls_context=certificate.server_context(), auth=True) as server,
-        pytest.raises(PermanentSendError) as caught,
-    ):
-        await send(
-            smtp_settings(server, smtp_security="starttls", smtp_ca_file=str(certificate.cert))
-        )
-
-    assert caught.value.account_wide
-    assert caught.value.reason.startswith("SMTP mail 530")
+    assert server.handler.messages() == []
 
 
 # --- failures: permanent, account-wide, transient --------------------------------------------
@@ -546,3 +539,23 @@ async def test_register_and_verify_through_smtp(
     [row] = await running.settled_outbox()
     assert row.status == "sent"
     assert row.provider_message_id == "4QxYz1"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_username_without_password_is_refused(smtp_settings: SmtpSettings) -> None:
+    with pytest.raises(ValidationError, match="SMTP_USERNAME and SMTP_PASSWORD"):
+        smtp_settings(smtp_username=USERNAME)
+
+
+def test_a_missing_ca_file_is_refused(smtp_settings: SmtpSettings, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="SMTP_CA_FILE"):
+        smtp_settings(smtp_security="starttls", smtp_ca_file=str(tmp_path / "absent.pem"))
+
+
+def test_credentials_over_a_plain_session_are_warned_about(smtp_settings: SmtpSettings) -> None:
+    settings = smtp_settings(smtp_username=USERNAME, smtp_password=PASSWORD)
+
+    assert any("travel in clear" in warning for warning in settings.startup_warnings())
+    assert all(PASSWORD not in warning for warning in settings.startup_warnings())

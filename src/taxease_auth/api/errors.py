@@ -7,10 +7,12 @@ password or a code).
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taxease_auth.errors import (
     EmailNotVerified,
@@ -68,6 +70,17 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
     return _detail(422, jsonable_encoder(errors))
 
 
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    # FastAPI answers 400 "error parsing the body" for bytes that are not UTF-8 and for JSON
+    # nested too deep to parse; both are invalid input like any other: 422, as documented.
+    if error.status_code == 400 and isinstance(
+        error.__cause__, UnicodeDecodeError | RecursionError
+    ):
+        return _detail(422, [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}])
+    return await http_exception_handler(request, error)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidCode, _invalid_code)
     app.add_exception_handler(InvalidCredentials, _invalid_credentials)
@@ -76,3 +89,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(WeakPassword, _weak_password)
     app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

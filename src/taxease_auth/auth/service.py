@@ -265,12 +265,9 @@ class AuthService:
         submitted = CodeSubmission(email, code, Purpose.PASSWORD_RESET, client_ip)
         await self._admit_code_attempt(submitted)
         now = self._clock.now()
-        async with self._sessions() as session:
-            user = await users.get_by_email(session, email)
-        names = (user.first_name, user.last_name) if user else ()
-        check_password_policy(
-            new_password, self._settings, field="new_password", email=email, names=names
-        )
+        # The same checks for every address before the code is known to be right: checking the
+        # holder's names here would tell a guesser that the account exists, and its names.
+        check_password_policy(new_password, self._settings, field="new_password", email=email)
         # Hash first: a wrong code then costs the same time as a right one.
         password_hash = await self._hasher.hash(new_password)
         async with self._sessions.begin() as session:
@@ -281,6 +278,14 @@ class AuthService:
                 else await users.get_by_email(session, email)
             )
             if user is not None:
+                # Raising here rolls the transaction back: the code stays usable.
+                check_password_policy(
+                    new_password,
+                    self._settings,
+                    field="new_password",
+                    email=email,
+                    names=(user.first_name, user.last_name),
+                )
                 await users.replace_password(session, user.id, password_hash=password_hash, now=now)
                 # Every other pending code dies with the old password, a squatter's pending
                 # registration code included (it would otherwise set *its* password back).

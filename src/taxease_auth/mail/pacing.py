@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from limits.aio.storage import MemoryStorage, Storage
 
+from taxease_auth.ratelimit_storage import make_storage
+
 logger = logging.getLogger(__name__)
 
 # Fraction of MaxSendRate the grid runs at (see the module docstring for the jitter it buys).
@@ -87,6 +89,7 @@ class SendPacer:
         headroom: float = RATE_HEADROOM,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ValueError("headroom must be in (0, 1]")
@@ -97,9 +100,16 @@ class SendPacer:
         self._headroom = headroom
         self._wall_clock = wall_clock
         self._sleep = sleep
+        self._on_close = on_close
         self._rate: float | None = None
         self._grid: Grid | None = None
         self.set_rate(rate)
+
+    def close(self) -> None:
+        """Release the storage's connections (Redis), when this pacer was given them."""
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
     @property
     def rate(self) -> float | None:
@@ -130,7 +140,25 @@ class SendPacer:
         grid = self._grid
         if grid is None:
             return True
-        now = self._wall_clock()
+        while True:
+            now = self._wall_clock()
+            instant = await self._next_turn(grid, now, max_wait)
+            if instant is None:
+                return False
+            wait = instant - self._wall_clock()
+            # A turn handed out late (the storage was slow to answer) is dropped rather than
+            # used after its instant, where it would crowd the next one.
+            if wait >= -grid.spacing / 2:
+                break
+        if wait > max_wait:
+            return False
+        if wait > 0:
+            await self._sleep(wait)
+        return True
+
+    async def _next_turn(self, grid: Grid, now: float, max_wait: float) -> float | None:
+        """Take the first free turn not before ``now``; its instant, or None when the first
+        candidate is more than ``max_wait`` away."""
         epoch = math.floor(now / grid.epoch_seconds)
         # The first instant of this epoch that is not yet past.
         first = math.ceil((now - epoch * grid.epoch_seconds) / grid.spacing)
@@ -140,17 +168,11 @@ class SendPacer:
                 continue
             start = epoch * grid.epoch_seconds
             if start + first * grid.spacing - now > max_wait:
-                return False
+                return None
             turn = await self._take(grid, epoch, first, now)
             if turn < grid.turns:
-                break
+                return start + turn * grid.spacing
             epoch, first = epoch + 1, 0
-        wait = start + turn * grid.spacing - self._wall_clock()
-        if wait > max_wait:
-            return False
-        if wait > 0:
-            await self._sleep(wait)
-        return True
 
     async def _take(self, grid: Grid, epoch: int, first: int, now: float) -> int:
         """The next unclaimed turn number of ``epoch`` at or after ``first`` (may be past the
@@ -168,9 +190,13 @@ class SendPacer:
     async def _incr(self, key: str, expiry: int, amount: int) -> int:
         now = self._wall_clock()
         if self._shared_retry_at is None or now >= self._shared_retry_at:
+            failures: tuple[type[Exception], ...] = (
+                *_as_tuple(self._storage.base_exceptions),
+                OSError,
+            )
             try:
                 value = await self._storage.incr(key, expiry, amount)
-            except (*_as_tuple(self._storage.base_exceptions), OSError) as error:
+            except failures as error:
                 if self._shared_retry_at is None:
                     logger.warning(
                         "mail pacing: the rate-limit storage failed (%s); this process paces "
@@ -192,3 +218,9 @@ def _as_tuple(
     exceptions: type[Exception] | tuple[type[Exception], ...],
 ) -> tuple[type[Exception], ...]:
     return exceptions if isinstance(exceptions, tuple) else (exceptions,)
+
+
+def shared_pacer(storage_url: str) -> SendPacer:
+    """A pacer on RATE_LIMIT_STORAGE_URL's storage; ``close()`` it when done."""
+    limits_storage = make_storage(storage_url)
+    return SendPacer(limits_storage.storage, on_close=limits_storage.close)

@@ -106,3 +106,11 @@ class MailRenderer:
         html = self._environment.get_template(f"{kind.value}.html").render(context)
         text = self._environment.get_template(f"{kind.value}.txt").render(context)
         return RenderedMail(subject=self.subject(kind), html=html, text=text)
+
+    def render_test(self) -> RenderedMail:
+        """The mail `taxease-auth send-test` sends: no code, no user data."""
+        context = {"app_name": self.app_name, "first_name": None, "code": None}
+        html = self._environment.get_template("test_mail.html").render(context)
+        text = self._environment.get_template("test_mail.txt").render(context)
+        subject = sanitize_header_value(f"{self.app_name} test mail")
+        return RenderedMail(subject=subject, html=html, text=text)

@@ -1,27 +1,56 @@
-"""The delivery loop: claim due outbox rows, send them concurrently, record each outcome.
+"""The delivery loop: claim due outbox rows, send them concurrently at SES's pace, record each
+outcome.
 
 The request path only writes outbox rows and wakes this loop; SES latency and errors never
-reach a client. Transient failures are retried with exponential backoff and jitter until the
-row's code expires; permanent ones mark the row failed with the reason; a code whose expiry
-passed before it could leave is never sent.
+reach a client. One dispatcher takes a sending turn from the pacer (``pacing.py``: shared
+with every other worker through the rate-limit storage), claims one due row under a lease and
+hands it to one of ``concurrency`` sends in flight, so the pace is set by SES's MaxSendRate,
+not by one round trip at a time. Every outcome falls in one class (DESIGN.md §4):
+
+- sent: the row is final, its body cleared;
+- transient (throttling, 5xx, timeouts): retried with full-jitter exponential backoff until
+  the code expires; a retry after a failure that may have hidden an accepted message is
+  logged with the row's idempotency key as a "retry of possibly-sent message" (the same mail,
+  never a new code);
+- permanent for this message: the row fails with the reason, no retry;
+- account-wide (paused, suspended, unverified sender, bad credentials...): the row fails with
+  the reason and the circuit breaker opens: nothing else is sent, the other rows stay pending,
+  an error is logged and ``taxease_mail_circuit_open`` is 1; every ``probe_seconds`` one row
+  is tried, and the first success closes the breaker.
+
+A code whose expiry passed before it could leave is never sent: the row ends ``expired``.
+``stop()`` lets the sends in flight finish and record their outcome; a worker that dies
+instead leaves its rows leased, and they are claimed again once the lease runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import logging
+import math
 import random
 import secrets
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from taxease_auth import metrics
 from taxease_auth.auth.emails import mask_email
 from taxease_auth.clock import Clock
-from taxease_auth.mail.backends.base import MailBackend, PermanentSendError, TransientSendError
+from taxease_auth.config import Settings
+from taxease_auth.mail.backends.base import (
+    MailBackend,
+    PermanentSendError,
+    ReportsSendRate,
+    SendError,
+    TransientSendError,
+)
 from taxease_auth.mail.message import Message
+from taxease_auth.mail.pacing import SendPacer, shared_pacer
 from taxease_auth.store import outbox
 from taxease_auth.store.models import EmailOutbox
 
@@ -29,6 +58,15 @@ logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+# When SES cannot tell its MaxSendRate: the sandbox's rate, under every account's real one.
+FALLBACK_SEND_RATE = 1.0
+RATE_REFRESH_SECONDS = 600.0
+RATE_RETRY_SECONDS = 60.0
+# Marks ``last_error`` when the failed attempt may have been accepted by SES, so whichever
+# worker retries the row knows it may deliver a second copy.
+POSSIBLY_SENT = "possibly sent: "
+
+_T = TypeVar("_T")
 
 
 def backoff_delay(attempt: int) -> float:
@@ -37,7 +75,55 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0, ceiling)  # noqa: S311 - spreading retries, not a secret
 
 
+class Outcome(enum.Enum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    ACCOUNT_WIDE = "account_wide"
+    EXPIRED = "expired"
+
+
+class CircuitBreaker:
+    """Open after an account-wide error: nothing is sent but one probe every ``probe_seconds``
+    (event-loop time)."""
+
+    def __init__(self, probe_seconds: float) -> None:
+        self.probe_seconds = probe_seconds
+        self.is_open = False
+        self._probe_at = 0.0
+
+    def open(self) -> None:
+        self.is_open = True
+        self._schedule_probe()
+        metrics.MAIL_CIRCUIT_OPEN.set(1)
+
+    def close(self) -> None:
+        self.is_open = False
+        metrics.MAIL_CIRCUIT_OPEN.set(0)
+
+    def _schedule_probe(self) -> None:
+        self._probe_at = asyncio.get_running_loop().time() + self.probe_seconds
+
+    def seconds_to_probe(self) -> float:
+        """0 when a probe is due now (or the breaker is closed)."""
+        if not self.is_open:
+            return 0.0
+        return max(0.0, self._probe_at - asyncio.get_running_loop().time())
+
+    def probe_failed(self) -> None:
+        self._schedule_probe()
+
+
 class DeliveryWorker:
+    """Delivers the outbox through ``backend``.
+
+    ``max_send_rate`` (SES_MAX_SEND_RATE) overrides what the backend reports; a backend that
+    reports nothing and no override means unpaced (the console). ``pacer`` shares the pace
+    with other workers (``build_worker`` gives it the rate-limit storage); by default it paces
+    this worker alone. ``lock`` (SQLite: one worker) must be held to deliver: ``run()`` waits
+    for it when another worker has it, and releases it when it ends.
+    """
+
     def __init__(
         self,
         *,
@@ -46,70 +132,270 @@ class DeliveryWorker:
         sender: str,
         clock: Clock,
         lease_seconds: int,
-        batch_size: int = 20,
+        concurrency: int = 10,
+        pacer: SendPacer | None = None,
+        max_send_rate: float | None = None,
+        breaker_probe_seconds: float = 30.0,
         poll_interval: float = 1.0,
+        lock: outbox.SqliteWorkerLock | None = None,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self._sessions = sessions
         self._backend = backend
         self._sender = sender
         self._clock = clock
         self._lease = timedelta(seconds=lease_seconds)
-        self._batch_size = batch_size
+        self._concurrency = concurrency
+        self._pacer = pacer if pacer is not None else SendPacer()
+        self._rate_override = max_send_rate
+        self._rate_known = False
+        self._rate_refresh_at = 0.0
+        self.breaker = CircuitBreaker(breaker_probe_seconds)
         self._poll_interval = poll_interval
+        self._lock = lock
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[asyncio.Task[Outcome]] = set()
         self.worker_id = f"worker-{secrets.token_hex(4)}"
+
+    @property
+    def send_rate(self) -> float | None:
+        """The MaxSendRate this worker paces to (None: unpaced, or not known yet)."""
+        return self._pacer.rate
 
     def wake(self) -> None:
         """Ask the loop to look for work now (called after a request queued a mail)."""
         self._wakeup.set()
 
-    async def run(self) -> None:
-        """Deliver until ``stop()``; a batch in flight is finished before returning."""
-        logger.info("delivery worker %s started (backend %s)", self.worker_id, self._backend.name)
-        while not self._stopping.is_set():
-            self._wakeup.clear()
-            handled = await self.run_once()
-            if handled == 0:
-                await self._idle()
-        logger.info("delivery worker %s stopped", self.worker_id)
-
     async def stop(self) -> None:
+        """Stop claiming; ``run()`` returns once the sends in flight have finished."""
         self._stopping.set()
         self._wakeup.set()
 
+    async def run(self) -> None:
+        """Deliver until ``stop()``; sends in flight are finished and recorded before returning.
+
+        Cancelling the task instead (a crash) leaves claimed rows leased: another worker
+        claims them again once the lease runs out.
+        """
+        logger.info(
+            "delivery worker %s started (backend %s, %d sends at once)",
+            self.worker_id,
+            self._backend.name,
+            self._concurrency,
+        )
+        maintenance: asyncio.Task[None] | None = None
+        try:
+            if not await self._until_stopped(self._take_lock()):
+                return
+            maintenance = asyncio.create_task(self._maintain())
+            maintenance.add_done_callback(self._maintenance_ended)
+            await self._until_stopped(self._refresh_rate())
+            while not self._stopping.is_set():
+                try:
+                    if await self._dispatch() is None:
+                        await self._idle()
+                except (SQLAlchemyError, OSError) as error:
+                    # The database is away: the rows wait in it; try again after a pause.
+                    logger.error(
+                        "delivery worker %s cannot claim mail: %s",
+                        self.worker_id,
+                        type(error).__name__,
+                    )
+                    await self._idle(self._poll_interval)
+            await self._drain()
+        except asyncio.CancelledError:
+            # Killed rather than stopped: abandon the sends in flight, as a crash would. Their
+            # rows stay leased and are claimed again once the lease runs out.
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            raise
+        finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                await asyncio.gather(maintenance, return_exceptions=True)
+            self._pacer.close()
+            if self._lock is not None:
+                self._lock.release()
+            logger.info("delivery worker %s stopped", self.worker_id)
+
+    async def _take_lock(self) -> bool:
+        """Hold the single-worker lock (SQLite), waiting while another worker has it."""
+        if self._lock is None:
+            return True
+        waited = False
+        while True:
+            try:
+                self._lock.acquire()
+            except outbox.OutboxLocked:
+                waited = True
+                await asyncio.sleep(self._poll_interval)
+            else:
+                if waited:
+                    logger.warning("delivery worker %s takes over the outbox", self.worker_id)
+                return True
+
     async def run_once(self) -> int:
-        """Claim one batch of due rows and deliver it; returns how many rows were handled."""
+        """Deliver every row due now (``concurrency`` at a time, paced), wait for the outcomes,
+        then do the housekeeping; returns how many rows were handled."""
+        if self._lock is not None:
+            self._lock.acquire()  # OutboxLocked when another worker delivers
+        if not self._rate_known:
+            await self._refresh_rate()
+        handled = 0
+        while await self._dispatch() is not None:
+            handled += 1
+        await self._drain()
+        await self.housekeeping()
+        return handled
+
+    # --- dispatching ---------------------------------------------------------------------
+
+    async def _dispatch(self) -> asyncio.Task[Outcome] | None:
+        """Start one send: a free slot, a claimed row, a pacing turn. None when nothing was
+        started (no due row, breaker open and no probe due, no turn in time, or stopping).
+
+        The row is claimed before its turn is awaited, so no turn is used up by a worker with
+        nothing to send. Only this one dispatcher waits for turns, one row at a time, so a
+        claimed row waits at most a few turns (one per worker sharing the pace), well inside
+        its lease; should it not get a turn within half the lease, it goes back to the queue.
+        """
+        await self._slots.acquire()
+        started: asyncio.Task[Outcome] | None = None
+        try:
+            probing = self.breaker.is_open
+            if probing and self.breaker.seconds_to_probe() > 0:
+                return None
+            row = await self._claim_one()
+            if row is None:
+                return None
+            if self._needs_turn(row):
+                max_wait = self._lease.total_seconds() / 2
+                turn = await self._until_stopped(self._pacer.acquire(max_wait))
+                if not turn or (self.breaker.is_open and not probing):
+                    await self._release(row)
+                    if turn is False:
+                        logger.warning(
+                            "delivery worker %s: no sending turn within %.0f s; outbox %s goes "
+                            "back to the queue",
+                            self.worker_id,
+                            max_wait,
+                            row.id,
+                        )
+                        await self._idle(self._poll_interval)
+                    return None
+            started = asyncio.create_task(self._deliver(row, probing=probing))
+            self._in_flight.add(started)
+            started.add_done_callback(self._finished)
+        finally:
+            if started is None:
+                self._slots.release()
+        if probing:
+            # One probe at a time: its outcome decides whether the breaker closes.
+            await asyncio.wait({started})
+        return started
+
+    def _needs_turn(self, row: EmailOutbox) -> bool:
+        """Whether delivering ``row`` calls the backend (an expired or bodyless row does not)."""
+        expired = row.send_before is not None and row.send_before <= self._clock.now()
+        return not expired and row.html_body is not None and row.text_body is not None
+
+    async def _release(self, row: EmailOutbox) -> None:
+        async with self._sessions.begin() as session:
+            await outbox.release(session, row.id, now=self._clock.now())
+
+    def _maintenance_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "delivery worker %s: housekeeping stopped on an unexpected error",
+                self.worker_id,
+                exc_info=task.exception(),
+            )
+
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "delivery worker %s: a send ended with an unexpected error",
+                self.worker_id,
+                exc_info=task.exception(),
+            )
+
+    async def _claim_one(self) -> EmailOutbox | None:
         async with self._sessions.begin() as session:
             rows = await outbox.claim_due(
                 session,
                 worker_id=self.worker_id,
                 now=self._clock.now(),
                 lease=self._lease,
-                limit=self._batch_size,
+                limit=1,
             )
-        if rows:
-            await asyncio.gather(*(self._deliver(row) for row in rows))
-        return len(rows)
+        return rows[0] if rows else None
 
-    async def _idle(self) -> None:
-        wakeup = asyncio.ensure_future(self._wakeup.wait())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup, timeout=self._poll_interval)
+    async def _drain(self) -> None:
+        """Wait for every send in flight to finish and record its outcome."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
 
-    async def _deliver(self, row: EmailOutbox) -> None:
+    async def _idle(self, seconds: float | None = None) -> None:
+        """Wait for a wake-up, the next poll (or ``seconds``), a due probe, or stop."""
+        if seconds is None:
+            seconds = self._poll_interval
+            to_probe = self.breaker.seconds_to_probe()
+            if to_probe > 0:
+                seconds = min(seconds, to_probe)
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        else:
+            if not self._stopping.is_set():
+                self._wakeup.clear()
+
+    async def _until_stopped(self, awaitable: Coroutine[Any, Any, _T]) -> _T | None:
+        """``awaitable``'s result, or None (and it is cancelled) when stop() comes first."""
+        task = asyncio.ensure_future(awaitable)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            return None
+        return task.result()
+
+    # --- one row ---------------------------------------------------------------------------
+
+    async def _deliver(self, row: EmailOutbox, *, probing: bool) -> Outcome:
         now = self._clock.now()
-        log_context = (row.id, row.kind, mask_email(row.recipient), row.idempotency_key)
+        context = (row.id, row.kind, mask_email(row.recipient), row.idempotency_key)
         if row.send_before is not None and row.send_before <= now:
             async with self._sessions.begin() as session:
                 await outbox.mark_expired(session, row.id, now=now)
             metrics.MAILS.labels(kind=row.kind, outcome="expired").inc()
-            logger.warning("outbox %s (%s to %s, key %s) expired before delivery", *log_context)
-            return
+            logger.warning("outbox %s (%s to %s, key %s) expired before delivery", *context)
+            return Outcome.EXPIRED
         if row.html_body is None or row.text_body is None:
             async with self._sessions.begin() as session:
                 await outbox.mark_failed(session, row.id, error="body missing", now=now)
-            return
+            metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
+            metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="invalid").inc()
+            logger.error("outbox %s (%s to %s, key %s) has no body: not sent", *context)
+            return Outcome.FAILED
+        if row.last_error is not None and row.last_error.startswith(POSSIBLY_SENT):
+            logger.warning(
+                "outbox %s (%s to %s, key %s): retry of possibly-sent message (attempt %d); "
+                "the recipient may get this same mail twice",
+                *context,
+                row.attempts + 1,
+            )
         message = Message(
             sender=self._sender,
             recipient=row.recipient,
@@ -119,37 +405,17 @@ class DeliveryWorker:
             kind=row.kind,
             idempotency_key=row.idempotency_key,
         )
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             result = await self._backend.send(message)
         except TransientSendError as error:
-            retry_at = self._clock.now() + timedelta(seconds=backoff_delay(row.attempts))
-            async with self._sessions.begin() as session:
-                await outbox.mark_retry(
-                    session, row.id, error=error.reason, retry_at=retry_at, now=self._clock.now()
-                )
-            metrics.MAILS.labels(kind=row.kind, outcome="retried").inc()
-            logger.warning(
-                "outbox %s (%s to %s, key %s) attempt %d failed, will retry: %s",
-                *log_context,
-                row.attempts + 1,
-                error.reason,
-            )
-            return
+            return await self._retry_later(row, error, context, probing=probing)
         except PermanentSendError as error:
-            async with self._sessions.begin() as session:
-                await outbox.mark_failed(session, row.id, error=error.reason, now=self._clock.now())
-            metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
-            logger.error(
-                "outbox %s (%s to %s, key %s) failed permanently%s: %s",
-                *log_context,
-                " (affects every mail: check the SES set-up with `taxease-auth doctor`)"
-                if error.account_wide
-                else "",
-                error.reason,
-            )
-            return
-        metrics.SEND_SECONDS.observe(asyncio.get_running_loop().time() - started)
+            if error.account_wide:
+                return await self._account_wide(row, error, context, probing=probing)
+            return await self._fail(row, error, context, probing=probing)
+        metrics.SEND_SECONDS.observe(loop.time() - started)
         async with self._sessions.begin() as session:
             await outbox.mark_sent(
                 session,
@@ -160,6 +426,210 @@ class DeliveryWorker:
         metrics.MAILS.labels(kind=row.kind, outcome="sent").inc()
         logger.info(
             "outbox %s (%s to %s, key %s) sent, provider id %s",
-            *log_context,
+            *context,
             result.provider_message_id,
         )
+        if probing:
+            self._close_breaker()
+        return Outcome.SENT
+
+    async def _retry_later(
+        self,
+        row: EmailOutbox,
+        error: TransientSendError,
+        context: tuple[object, ...],
+        *,
+        probing: bool,
+    ) -> Outcome:
+        now = self._clock.now()
+        retry_at = now + timedelta(seconds=backoff_delay(row.attempts))
+        reason = f"{POSSIBLY_SENT}{error.reason}" if error.possibly_sent else error.reason
+        async with self._sessions.begin() as session:
+            await outbox.mark_retry(session, row.id, error=reason, retry_at=retry_at, now=now)
+        metrics.MAILS.labels(kind=row.kind, outcome="retried").inc()
+        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="transient").inc()
+        logger.warning(
+            "outbox %s (%s to %s, key %s) attempt %d failed, will retry%s: %s",
+            *context,
+            row.attempts + 1,
+            " (SES may have accepted it)" if error.possibly_sent else "",
+            error.reason,
+        )
+        if probing:
+            self.breaker.probe_failed()
+        return Outcome.RETRY
+
+    async def _fail(
+        self,
+        row: EmailOutbox,
+        error: PermanentSendError,
+        context: tuple[object, ...],
+        *,
+        probing: bool,
+    ) -> Outcome:
+        async with self._sessions.begin() as session:
+            await outbox.mark_failed(session, row.id, error=error.reason, now=self._clock.now())
+        metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
+        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="permanent").inc()
+        logger.error("outbox %s (%s to %s, key %s) failed permanently: %s", *context, error.reason)
+        if probing:
+            # SES judged this message itself: the account-wide problem is gone.
+            self._close_breaker()
+        return Outcome.FAILED
+
+    async def _account_wide(
+        self,
+        row: EmailOutbox,
+        error: PermanentSendError,
+        context: tuple[object, ...],
+        *,
+        probing: bool,
+    ) -> Outcome:
+        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="account_wide").inc()
+        now = self._clock.now()
+        if self.breaker.is_open:
+            # A probe, or a send that was already in flight when the breaker opened: the row
+            # is not this message's fault. It goes back to the queue (its code may still
+            # leave once SES is fixed, or it expires).
+            async with self._sessions.begin() as session:
+                await outbox.mark_retry(session, row.id, error=error.reason, retry_at=now, now=now)
+            if probing:
+                self.breaker.probe_failed()
+                logger.error(
+                    "mail delivery still stopped: SES refused the probe (outbox %s, key %s): "
+                    "%s; next probe in %.0f s",
+                    row.id,
+                    row.idempotency_key,
+                    error.reason,
+                    self.breaker.probe_seconds,
+                )
+            return Outcome.ACCOUNT_WIDE
+        # Opened before the next await, so the sends still in flight see it open.
+        self.breaker.open()
+        async with self._sessions.begin() as session:
+            await outbox.mark_failed(session, row.id, error=error.reason, now=now)
+        metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
+        logger.error(
+            "ALARM: mail delivery stopped: SES refuses every mail (%s). Outbox %s (%s to %s, "
+            "key %s) failed; the other mails stay queued and expire with their codes. Probing "
+            "SES every %.0f s; check the set-up with `taxease-auth doctor`.",
+            error.reason,
+            *context,
+            self.breaker.probe_seconds,
+        )
+        return Outcome.ACCOUNT_WIDE
+
+    def _close_breaker(self) -> None:
+        if self.breaker.is_open:
+            self.breaker.close()
+            logger.warning("mail delivery resumed: SES accepts mail again")
+            self._wakeup.set()
+
+    # --- rate and housekeeping -----------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Every poll interval: housekeeping and metrics; the rate when it is due again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            if loop.time() >= self._rate_refresh_at:
+                await self._refresh_rate()
+            try:
+                await self.housekeeping()
+            except (SQLAlchemyError, OSError) as error:
+                logger.error("outbox housekeeping failed: %s", type(error).__name__)
+
+    async def _refresh_rate(self) -> None:
+        """Set the pace from SES_MAX_SEND_RATE, else from the backend (at start, then every
+        ``RATE_REFRESH_SECONDS``). A failed lookup keeps the rate known so far, or paces at
+        the sandbox's 1/s until SES answers."""
+        loop = asyncio.get_running_loop()
+        rate: float | None
+        if self._rate_override is not None:
+            rate = self._rate_override
+            self._rate_refresh_at = math.inf
+        elif isinstance(self._backend, ReportsSendRate):
+            try:
+                rate = await self._backend.max_send_rate()
+            except SendError as error:
+                previous = self._pacer.rate if self._rate_known else None
+                rate = previous if previous is not None else FALLBACK_SEND_RATE
+                self._rate_refresh_at = loop.time() + RATE_RETRY_SECONDS
+                logger.warning(
+                    "could not read SES's MaxSendRate (%s): pacing at %s/s, asking again in %.0f s",
+                    error.reason,
+                    rate,
+                    RATE_RETRY_SECONDS,
+                )
+            else:
+                self._rate_refresh_at = loop.time() + RATE_REFRESH_SECONDS
+        else:
+            rate = None
+            self._rate_refresh_at = math.inf
+        changed = rate != self._pacer.rate or not self._rate_known
+        self._pacer.set_rate(rate)
+        self._rate_known = True
+        metrics.MAIL_SEND_RATE_LIMIT.set(rate or 0)
+        if changed:
+            logger.info(
+                "delivery worker %s: MaxSendRate %s, sending at most %s",
+                self.worker_id,
+                f"{rate}/s" if rate else "none",
+                f"{self._pacer.turns_per_second:.3g}/s" if self._pacer.turns_per_second else "-",
+            )
+
+    async def housekeeping(self) -> None:
+        """Expire pending rows whose code expired, clear the bodies of failed rows whose code
+        expired, and update the outbox gauges."""
+        now = self._clock.now()
+        async with self._sessions.begin() as session:
+            expired = await outbox.expire_overdue(session, now=now)
+            await outbox.clear_dead_bodies(session, now=now)
+            pending, oldest = await outbox.pending_summary(session)
+        for kind in expired:
+            metrics.MAILS.labels(kind=kind, outcome="expired").inc()
+        if expired:
+            logger.warning(
+                "%d queued mails expired with their codes before they could leave", len(expired)
+            )
+        metrics.OUTBOX_PENDING.set(pending)
+        metrics.OUTBOX_OLDEST_PENDING_SECONDS.set(
+            max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0
+        )
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    backend: MailBackend,
+    clock: Clock,
+    standby: bool = True,
+) -> DeliveryWorker:
+    """The delivery worker the settings describe, pacing through the rate-limit storage.
+
+    On SQLite one worker delivers (``outbox.SqliteWorkerLock``). When another worker (another
+    process, or another app in this one) already holds the database: with ``standby`` (the
+    server's embedded worker) this one waits and takes over when that one stops, so the
+    server still starts; without (``taxease-auth worker``) ``outbox.OutboxLocked`` is raised.
+    """
+    lock = outbox.sqlite_worker_lock(settings)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except outbox.OutboxLocked as error:
+            if not standby:
+                raise
+            logger.warning("%s. This process's delivery worker stands by meanwhile.", error)
+    return DeliveryWorker(
+        sessions=sessions,
+        backend=backend,
+        sender=settings.sender or "",
+        clock=clock,
+        lease_seconds=settings.outbox_lease_seconds,
+        concurrency=settings.outbox_worker_concurrency,
+        pacer=shared_pacer(settings.rate_limit_storage_url),
+        max_send_rate=settings.ses_max_send_rate,
+        breaker_probe_seconds=settings.mail_breaker_probe_seconds,
+        lock=lock,
+    )

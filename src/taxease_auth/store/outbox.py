@@ -123,6 +123,12 @@ async def mark_sent(
     )
 
 
+async def release(session: AsyncSession, row_id: int, *, now: datetime) -> None:
+    """Give a claimed row back untried (the worker stops, or got no sending turn in time):
+    it is due again at once, for any worker."""
+    await session.execute(update(EmailOutbox).where(*_pending(row_id)).values(**_final(now)))
+
+
 async def mark_retry(
     session: AsyncSession, row_id: int, *, error: str, retry_at: datetime, now: datetime
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from taxease_auth.mail.message import Message, SendResult
+from taxease_auth.mail.render import sanitize_header_value
 
 
 class SendError(Exception):
@@ -41,6 +42,25 @@ class PermanentSendError(SendError):
         # Unverified sender, paused or suspended account, bad credentials...: every other
         # message would fail the same way.
         self.account_wide = account_wide
+
+
+def header_values(message: Message) -> tuple[str, str, str]:
+    """The sender, recipient and subject of ``message``, checked just before they leave.
+
+    A control character (CR and LF among them: header injection) raises
+    ``PermanentSendError``, account-wide in the sender (configuration), for this message only
+    in the recipient or the subject.
+    """
+    try:
+        sender = sanitize_header_value(message.sender)
+    except ValueError as error:
+        raise PermanentSendError(f"sender: {error}", account_wide=True) from None
+    try:
+        recipient = sanitize_header_value(message.recipient)
+        subject = sanitize_header_value(message.subject)
+    except ValueError as error:
+        raise PermanentSendError(f"recipient or subject: {error}") from None
+    return sender, recipient, subject
 
 
 class MailBackend(Protocol):

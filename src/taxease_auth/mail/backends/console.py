@@ -83,7 +83,6 @@ class ConsoleBackend:
 
     async def max_send_rate(self) -> None:
         """A terminal sets no rate: the worker does not pace this backend."""
-        return None
 
     async def aclose(self) -> None:
         """Nothing to release."""

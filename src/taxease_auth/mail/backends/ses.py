@@ -20,9 +20,13 @@ import botocore.config
 import botocore.exceptions
 
 from taxease_auth.config import Settings
-from taxease_auth.mail.backends.base import PermanentSendError, SendError, TransientSendError
+from taxease_auth.mail.backends.base import (
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    header_values,
+)
 from taxease_auth.mail.message import Message, SendResult
-from taxease_auth.mail.render import sanitize_header_value
 
 REASON_MAX_LENGTH = 300
 
@@ -116,7 +120,7 @@ def _names_sender(error_message: str, sender: str) -> bool:
     return bool(domain) and re.search(standalone, text) is not None
 
 
-def _is_sender_rejection(error_message: str, sender: str | None) -> bool:
+def is_sender_rejection(error_message: str, sender: str | None) -> bool:
     """Whether a MessageRejected "not verified" concerns the sender rather than a recipient.
 
     SES names the unverified identities: the sender's (every mail fails) or, in the sandbox,
@@ -159,7 +163,7 @@ def classify_client_error(
     if code in _TRANSIENT_CODES or code.startswith("RequestTimeout"):
         return TransientSendError(reason, possibly_sent=code in _POSSIBLY_SENT_CODES)
     if code == "MessageRejected":
-        sender_side = "not verified" in lowered and _is_sender_rejection(message, sender)
+        sender_side = "not verified" in lowered and is_sender_rejection(message, sender)
         return PermanentSendError(reason, account_wide=sender_side)
     # 429 is "too many requests" whatever the code says; 5xx is the server's fault.
     if status == 429 or status == 503:
@@ -208,13 +212,8 @@ class SesBackend:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self._configuration_set = settings.aws_ses_configuration_set
-        credentials: dict[str, str] = {}
-        if settings.aws_access_key_id and settings.aws_secret_access_key:
-            credentials = {
-                "aws_access_key_id": settings.aws_access_key_id,
-                "aws_secret_access_key": settings.aws_secret_access_key.get_secret_value(),
-            }
-        # else: boto3's own chain (environment, shared files, instance role) applies.
+        # Explicit keys, or else boto3's own chain (environment, shared files, instance role).
+        credentials = settings.aws_credentials
         session = boto3.session.Session()
         config = botocore.config.Config(
             # The outbox retries durably with its own backoff: the SDK makes one quick
@@ -247,16 +246,7 @@ class SesBackend:
         A control character in the sender is account-wide (configuration), in the recipient or
         subject permanent for this message. Cancellation waits for the call in flight.
         """
-        try:
-            sender = sanitize_header_value(message.sender)
-        except ValueError as error:
-            raise PermanentSendError(f"sender: {error}", account_wide=True) from None
-        try:
-            recipient = sanitize_header_value(message.recipient)
-            subject = sanitize_header_value(message.subject)
-        except ValueError as error:
-            raise PermanentSendError(f"recipient or subject: {error}") from None
-
+        sender, recipient, subject = header_values(message)
         request: dict[str, Any] = {
             "FromEmailAddress": sender,
             "Destination": {"ToAddresses": [recipient]},

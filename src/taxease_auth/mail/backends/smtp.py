@@ -31,10 +31,14 @@ import anyio
 import anyio.to_thread
 
 from taxease_auth.config import Settings, SmtpSecurity
-from taxease_auth.mail.backends.base import PermanentSendError, SendError, TransientSendError
-from taxease_auth.mail.backends.ses import _is_sender_rejection
+from taxease_auth.mail.backends.base import (
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    header_values,
+)
+from taxease_auth.mail.backends.ses import is_sender_rejection
 from taxease_auth.mail.message import Message, SendResult
-from taxease_auth.mail.render import sanitize_header_value
 
 REASON_MAX_LENGTH = 300
 # A pooled connection idle longer than this is closed rather than reused: servers drop idle
@@ -105,12 +109,13 @@ def classify_reply(stage: Stage, code: int, text: str, *, sender: str | None = N
         return PermanentSendError(reason, account_wide=True)
     if stage is Stage.DATA and "not verified" in lowered:
         # SES names the unverified identity: the sender's (all mail) or a sandbox recipient's.
-        return PermanentSendError(reason, account_wide=_is_sender_rejection(text, sender))
+        return PermanentSendError(reason, account_wide=is_sender_rejection(text, sender))
     return PermanentSendError(reason)
 
 
 def classify_exception(error: Exception, stage: Stage, *, sender: str | None = None) -> SendError:
-    """Translate an ``smtplib``, ``ssl`` or socket error raised at ``stage``."""
+    """Translate an ``smtplib``, ``ssl`` or socket error raised at ``stage``; any other
+    exception (a bug, not an SMTP outcome) is raised again unchanged."""
     name = type(error).__name__
     if isinstance(error, smtplib.SMTPResponseException):
         # SMTPConnectError, SMTPHeloError, SMTPAuthenticationError, SMTPDataError...
@@ -173,15 +178,7 @@ def build_envelope(message: Message) -> Envelope:
     injection) or an address cannot be parsed: account-wide for the sender (configuration),
     for this message otherwise.
     """
-    try:
-        sender = sanitize_header_value(message.sender)
-    except ValueError as error:
-        raise PermanentSendError(f"sender: {error}", account_wide=True) from None
-    try:
-        recipient = sanitize_header_value(message.recipient)
-        subject = sanitize_header_value(message.subject)
-    except ValueError as error:
-        raise PermanentSendError(f"recipient or subject: {error}") from None
+    sender, recipient, subject = header_values(message)
     envelope_sender = email.utils.parseaddr(sender)[1]
     if "@" not in envelope_sender:
         raise PermanentSendError("sender: not an email address", account_wide=True)
@@ -302,6 +299,7 @@ class SmtpBackend:
             connection = self._open(progress)
             return _transact(connection, envelope, progress)
         except Exception as error:
+            # Not a catch-all: classify_exception re-raises anything it does not know.
             if connection is not None:
                 _close(connection)
                 connection = None
