@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench-delivery
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: lint
 format: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+# Not a test: 2,000 queued mails through SES (moto behind the fault proxy: 100 ms, 50/s), then
+# 100 registrations at 10/s timed to SES. Figures in bench/results/delivery-*.json (~1.5 min).
+bench-delivery: $(STAMP)
+	$(BIN)/python -m bench.delivery
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

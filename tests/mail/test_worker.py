@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import botocore.exceptions
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -28,8 +29,13 @@ from typer.testing import CliRunner
 from taxease_auth.cli import app as cli_app
 from taxease_auth.clock import ManualClock
 from taxease_auth.config import Settings
+from taxease_auth.mail.backends.base import TransientSendError
 from taxease_auth.mail.backends.console import ConsoleBackend
-from taxease_auth.mail.backends.ses import SesBackend
+from taxease_auth.mail.backends.ses import (
+    SesBackend,
+    classify_botocore_error,
+    classify_client_error,
+)
 from taxease_auth.mail.render import MailRenderer
 from taxease_auth.mail.worker import DeliveryWorker, build_worker
 from taxease_auth.store import outbox
@@ -48,6 +54,7 @@ from tests.support.fault_proxy import (
 )
 
 WAIT_SECONDS = 15.0
+URL = "https://email.ca-central-1.amazonaws.com/v2/email/outbound-emails"
 PROBE_SECONDS = 0.2
 # Beyond any backoff of the first attempts (full jitter up to 2**attempt s, at most 60 s).
 PAST_BACKOFF = timedelta(seconds=61)
@@ -283,6 +290,45 @@ async def test_retry_after_an_ambiguous_failure_is_logged_with_its_key_and_resen
     assert len(copies) == 2
     assert {extract_code(m["body"]) for m in copies} == {delivery.codes[recipient]}
     assert copies[0]["body"] == copies[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("error", "possibly_sent"),
+    [
+        (botocore.exceptions.ReadTimeoutError(endpoint_url=URL), True),
+        (botocore.exceptions.ConnectionClosedError(endpoint_url=URL), True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url=URL), False),
+        (botocore.exceptions.ConnectTimeoutError(endpoint_url=URL), False),
+    ],
+)
+def test_network_failures_after_the_request_left_may_hide_an_accepted_mail(
+    error: botocore.exceptions.BotoCoreError, possibly_sent: bool
+) -> None:
+    classified = classify_botocore_error(error)
+    assert isinstance(classified, TransientSendError)
+    assert classified.possibly_sent is possibly_sent
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "possibly_sent"),
+    [
+        ("InternalFailure", 500, True),
+        ("SomethingNew", 502, True),
+        ("ServiceUnavailable", 503, False),
+        ("TooManyRequestsException", 429, False),
+        ("Throttling", 400, False),
+    ],
+)
+def test_only_server_faults_may_hide_an_accepted_mail(
+    code: str, status: int, possibly_sent: bool
+) -> None:
+    error = botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "SendEmail",
+    )
+    classified = classify_client_error(error)
+    assert isinstance(classified, TransientSendError)
+    assert classified.possibly_sent is possibly_sent
 
 
 async def test_a_code_that_expires_while_ses_is_down_is_never_sent(delivery: Delivery) -> None:

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -85,14 +86,16 @@ FORWARD_THEN_DROP = Drop(forward=True)
 Action = Fault | Drop
 
 
-@dataclass(frozen=True)
+@dataclass
 class SendRecord:
-    """One send request as the proxy saw it. ``at`` is ``time.time()`` at arrival; ``outcome``
-    is "forwarded", "throttled" (over max_rate), "dropped", or the fault's error type."""
+    """One send request as the proxy saw it. ``at`` is ``time.time()`` at arrival, ``answered``
+    when its answer left (None: dropped, or not yet); ``outcome`` is "forwarded", "throttled"
+    (over max_rate), "dropped", or the fault's error type."""
 
     at: float
     recipient: str | None
     outcome: str
+    answered: float | None = None
 
 
 @dataclass
@@ -198,7 +201,7 @@ class FaultProxy:
 
     def sends(self) -> list[SendRecord]:
         with self._lock:
-            return list(self._state.sends)
+            return [dataclasses.replace(record) for record in self._state.sends]
 
     def count(self, outcome: str | None = None) -> int:
         return sum(1 for s in self.sends() if outcome is None or s.outcome == outcome)
@@ -209,8 +212,8 @@ class FaultProxy:
         return {
             "sends": len(sends),
             "outcomes": dict(outcomes),
-            "forwarded": [{"at": s.at, "recipient": s.recipient} for s in sends
-                          if s.outcome == "forwarded"],
+            "forwarded": [{"at": s.at, "answered": s.answered, "recipient": s.recipient}
+                          for s in sends if s.outcome == "forwarded"],
         }  # fmt: skip
 
     # --- serving -----------------------------------------------------------------------------
@@ -224,11 +227,14 @@ class FaultProxy:
                 request = await _read_request(reader)
                 if request is None:
                     break
-                answer = await self._handle(*request)
+                answer, record = await self._handle(*request)
                 if answer is None:  # dropped
                     break
                 writer.write(answer)
                 await writer.drain()
+                if record is not None:
+                    with self._lock:
+                        record.answered = time.time()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -240,7 +246,17 @@ class FaultProxy:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def _handle(self, head: bytes, headers: dict[str, str], body: bytes) -> bytes | None:
+    async def _handle(
+        self, head: bytes, headers: dict[str, str], body: bytes
+    ) -> tuple[bytes | None, SendRecord | None]:
+        """The answer (None: drop the connection) and the send's record, if it is a send."""
+        record_to: list[SendRecord] = []
+        answer = await self._answer(head, headers, body, record_to)
+        return answer, (record_to[0] if record_to else None)
+
+    async def _answer(
+        self, head: bytes, headers: dict[str, str], body: bytes, record_to: list[SendRecord]
+    ) -> bytes | None:
         method, target = head.split(b" ")[:2]
         path = target.decode().split("?")[0]
         if path == "/_proxy/stats":
@@ -267,7 +283,8 @@ class FaultProxy:
                     else:
                         window.append(arrived)
                 outcome = "throttled" if throttled else _outcome(action)
-                self._state.sends.append(SendRecord(arrived, _recipient(body), outcome))
+                record_to.append(SendRecord(arrived, _recipient(body), outcome))
+                self._state.sends.append(record_to[0])
         if latency:
             await asyncio.sleep(latency)
         if throttled:

@@ -244,7 +244,8 @@ class SesBackend:
         """Send ``message``; return SES's MessageId or raise a ``SendError`` subclass.
 
         A control character in the sender is account-wide (configuration), in the recipient or
-        subject permanent for this message. Cancellation waits for the call in flight.
+        subject permanent for this message. Cancelling returns at once, but the SES call
+        runs on in its thread and may still deliver (the outbox row then looks unsent).
         """
         sender, recipient, subject = header_values(message)
         request: dict[str, Any] = {
