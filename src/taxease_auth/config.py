@@ -133,7 +133,9 @@ class Settings(BaseSettings):
     # Connect and per-command timeout: a stalled server costs a delivery slot this long at most.
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     embedded_worker: bool = True
-    outbox_lease_seconds: int = Field(default=60, ge=5)
+    # At least one SES call's worst case (2 attempts x (5 s connect + 10 s read)) plus margin,
+    # so a slow send is never claimed again by another worker while it is still in flight.
+    outbox_lease_seconds: int = Field(default=60, ge=45)
     # Sends one delivery worker runs at once: enough to reach MaxSendRate when each SES call
     # takes a round trip (50/s at 100 ms needs 5), bounded so threads and sockets stay few.
     outbox_worker_concurrency: int = Field(default=10, ge=1, le=100)

@@ -261,7 +261,12 @@ class SesBackend:
                     },
                 }
             },
-            "EmailTags": [{"Name": "kind", "Value": message.kind}],
+            "EmailTags": [
+                # The idempotency key makes a duplicate after an ambiguous failure visible in
+                # SES's event publishing, beside our own "retry of possibly-sent" log line.
+                {"Name": "kind", "Value": message.kind},
+                {"Name": "idempotency_key", "Value": message.idempotency_key},
+            ],
         }
         if self._configuration_set:
             request["ConfigurationSetName"] = self._configuration_set
