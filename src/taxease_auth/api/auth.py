@@ -93,21 +93,6 @@ async def verify_otp(
     )
 
 
-async def _request_otp(
-    body: RequestOtpRequest, service: AuthServiceDep, client_ip: str, background: BackgroundTasks
-) -> MessageResponse:
-    await service.admit_code_request(body.email, body.purpose, client_ip=client_ip)
-    # Issued after the answer is sent: its timing cannot tell a known address from an unknown.
-    background.add_task(
-        service.issue_requested_code,
-        body.email,
-        body.purpose,
-        client_ip=client_ip,
-        challenge_id=body.challenge_id,
-    )
-    return MessageResponse(message=CODE_REQUESTED)
-
-
 @router.post(
     "/request-otp",
     status_code=status.HTTP_202_ACCEPTED,
@@ -122,23 +107,28 @@ async def request_otp(
 ) -> MessageResponse:
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
-    return await _request_otp(body, service, client_ip, background)
+    await service.admit_code_request(body.email, body.purpose, client_ip=client_ip)
+    # Issued after the answer is sent: its timing cannot tell a known address from an unknown.
+    background.add_task(
+        service.issue_requested_code,
+        body.email,
+        body.purpose,
+        client_ip=client_ip,
+        challenge_id=body.challenge_id,
+    )
+    return MessageResponse(message=CODE_REQUESTED)
 
 
-@router.post(
+router.add_api_route(
     "/resend-otp",
+    request_otp,
+    methods=["POST"],
+    name="resend_otp",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=MessageResponse,
     responses=_RATE_LIMITED,
+    description="Alias of /request-otp.",
 )
-async def resend_otp(
-    body: RequestOtpRequest,
-    service: AuthServiceDep,
-    client_ip: ClientIp,
-    background: BackgroundTasks,
-) -> MessageResponse:
-    """Alias of /request-otp."""
-    return await _request_otp(body, service, client_ip, background)
 
 
 @router.post(

@@ -182,51 +182,37 @@ class AuthService:
         one gets tokens from an email address alone.
         """
         now = self._clock.now()
-        issued = False
         async with self._sessions.begin() as session:
             user = await users.get_by_email(session, email)
             if user is None:
                 logger.info("code requested for unknown %s: nothing sent", mask_email(email))
-            elif purpose is Purpose.EMAIL_VERIFICATION:
-                if not user.email_verified:
-                    await self._issue_code(
-                        session,
-                        email=email,
-                        purpose=purpose,
-                        first_name=user.first_name,
-                        client_ip=client_ip,
-                        now=now,
-                        pending=(user.password_hash, user.first_name, user.last_name),
-                    )
-                    issued = True
-            elif purpose is Purpose.PASSWORD_RESET:
-                await self._issue_code(
+                return
+            pending = None
+            if purpose is Purpose.EMAIL_VERIFICATION:
+                if user.email_verified:
+                    return
+                pending = (user.password_hash, user.first_name, user.last_name)
+            elif purpose is Purpose.LOGIN and (
+                challenge_id is None
+                or not await otps.challenge_is_live(
                     session,
                     email=email,
-                    purpose=purpose,
-                    first_name=user.first_name,
-                    client_ip=client_ip,
-                    now=now,
+                    challenge_id=challenge_id,
+                    started_after=now - self._code_lifetime * CHALLENGE_LIFETIMES,
                 )
-                issued = True
-            elif challenge_id is not None and await otps.challenge_is_live(
+            ):
+                return
+            await self._issue_code(
                 session,
                 email=email,
-                challenge_id=challenge_id,
-                started_after=now - self._code_lifetime * CHALLENGE_LIFETIMES,
-            ):
-                await self._issue_code(
-                    session,
-                    email=email,
-                    purpose=purpose,
-                    first_name=user.first_name,
-                    client_ip=client_ip,
-                    now=now,
-                    challenge_id=challenge_id,
-                )
-                issued = True
-        if issued:
-            self._mail_queued()
+                purpose=purpose,
+                first_name=user.first_name,
+                client_ip=client_ip,
+                now=now,
+                pending=pending,
+                challenge_id=challenge_id if purpose is Purpose.LOGIN else None,
+            )
+        self._mail_queued()
 
     async def verify_code(self, submitted: CodeSubmission) -> IssuedToken | None:
         """Check a code and apply its effect; InvalidCode for every kind of failure.
