@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean bench-delivery
+.PHONY: run test lint format clean bench bench-delivery
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,38 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+# The whole suite once per database: SQLite (a migrated file per test), then PostgreSQL (a
+# private server the suite starts from its binaries; tests/conftest.py). Each run prints its
+# time; both run even when the first fails. `make test DATABASES=postgresql` runs one only;
+# PYTEST_ARGS goes to pytest (`make test PYTEST_ARGS="-x -k verify"`).
+DATABASES ?= sqlite postgresql
+
 test: lint
-	$(BIN)/pytest
+	@status=0; summary=""; \
+	for database in $(DATABASES); do \
+		echo "=== pytest --database=$$database ==="; \
+		start=$$(date +%s); \
+		if $(BIN)/pytest --database=$$database $(PYTEST_ARGS); then result=passed; \
+		else result=FAILED; status=1; fi; \
+		seconds=$$(( $$(date +%s) - start )); \
+		echo "=== $$database: $$result in $$seconds s ==="; \
+		summary="$$summary  $$database: $$result in $$seconds s\n"; \
+	done; \
+	printf "=== make test ===\n$$summary"; \
+	exit $$status
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+# Not a test: each hot path against a bare FastAPI app (request routes) or the hasher's own
+# ceiling (login, register), loaded by wrk, ratios taken in one run; prints the table with
+# PASS/FAIL per target and keeps it in bench/results/http-*.json (~4 min). Exit 1: a target
+# missed; 2: the run failed. BENCH_ARGS goes to bench/http.py, e.g. "--database postgresql".
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk || \
+		{ apt-get update && apt-get install -y wrk; }
+	$(BIN)/python -m bench.http $(BENCH_ARGS)
 
 # Not a test: 2,000 queued mails through SES (moto behind the fault proxy: 100 ms, 50/s), then
 # 100 registrations at 10/s timed to SES. Figures in bench/results/delivery-*.json (~1.5 min).

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
 from taxease_auth.cli import app
-from tests.conftest import FAST_HASHING, STRONG_PASSWORD, extract_code
+from tests.conftest import STRONG_PASSWORD
+from tests.support import free_port
+from tests.support.cli import (
+    CLI,
+    STOP_SECONDS,
+    Running,
+    code_printed_for,
+    db_upgrade,
+    dev_env,
+    process_environment,
+    serving,
+    start_process,
+    stop,
+    table_names,
+    wait_for_log,
+)
 
-BIN = Path(sys.executable).parent
-CLI = BIN / "taxease-auth"
 TABLES = {"users", "otps", "email_outbox"}
-START_SECONDS = 20.0
-STOP_SECONDS = 10.0
 
 
 @pytest.fixture
@@ -39,22 +44,9 @@ def _empty_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def dev_env(database: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "DEVELOPMENT_MODE": "true",
-        "DATABASE_URL": f"sqlite:///{database}",
-        **{name.upper(): str(value) for name, value in FAST_HASHING.items()},
-    }
-    env.update(extra)
-    return env
-
-
-def table_names(database: Path) -> set[str]:
-    engine = create_engine(f"sqlite:///{database}")
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
+def sqlite_env(database: Path, **extra: str) -> dict[str, str]:
+    """For the commands refused before they open any database."""
+    return dev_env(f"sqlite:///{database}", **extra)
 
 
 # --- help -------------------------------------------------------------------------------------
@@ -102,32 +94,29 @@ def test_serve_help_documents_its_options(runner: CliRunner) -> None:
 # --- db -------------------------------------------------------------------------------------
 
 
-def test_db_upgrade_creates_the_tables(runner: CliRunner, tmp_path: Path) -> None:
-    database = tmp_path / "cli.sqlite3"
-
-    result = runner.invoke(app, ["db", "upgrade"], env=dev_env(database))
+def test_db_upgrade_creates_the_tables(runner: CliRunner, empty_database_url: str) -> None:
+    result = runner.invoke(app, ["db", "upgrade"], env=dev_env(empty_database_url))
 
     assert result.exit_code == 0, result.output
     assert "head" in result.stdout
-    assert table_names(database) >= TABLES
+    assert table_names(empty_database_url) >= TABLES
 
 
-def test_db_upgrade_twice_then_downgrade(runner: CliRunner, tmp_path: Path) -> None:
-    database = tmp_path / "cli.sqlite3"
-    env = dev_env(database)
+def test_db_upgrade_twice_then_downgrade(runner: CliRunner, empty_database_url: str) -> None:
+    env = dev_env(empty_database_url)
 
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
     result = runner.invoke(app, ["db", "downgrade", "base"], env=env)
 
     assert result.exit_code == 0, result.output
-    assert table_names(database) & TABLES == set()
+    assert table_names(empty_database_url) & TABLES == set()
 
 
 def test_db_upgrade_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Path) -> None:
     database = tmp_path / "cli.sqlite3"
 
-    result = runner.invoke(app, ["db", "upgrade"], env=dev_env(database, LOG_LEVEL="LOUD"))
+    result = runner.invoke(app, ["db", "upgrade"], env=sqlite_env(database, LOG_LEVEL="LOUD"))
 
     assert result.exit_code == 2
     assert "LOG_LEVEL" in result.stderr
@@ -140,7 +129,7 @@ def test_db_upgrade_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Pat
 def test_serve_with_invalid_config_exits_2_naming_the_variable(
     runner: CliRunner, tmp_path: Path
 ) -> None:
-    result = runner.invoke(app, ["serve"], env=dev_env(tmp_path / "x.sqlite3", OTP_LENGTH="5"))
+    result = runner.invoke(app, ["serve"], env=sqlite_env(tmp_path / "x.sqlite3", OTP_LENGTH="5"))
 
     assert result.exit_code == 2
     assert "OTP_LENGTH" in result.stderr
@@ -148,7 +137,7 @@ def test_serve_with_invalid_config_exits_2_naming_the_variable(
 
 
 def test_serve_in_production_without_secret_key_exits_2(runner: CliRunner, tmp_path: Path) -> None:
-    env = dev_env(tmp_path / "x.sqlite3", DEVELOPMENT_MODE="false")
+    env = sqlite_env(tmp_path / "x.sqlite3", DEVELOPMENT_MODE="false")
     env["AWS_SES_FROM_EMAIL"] = "no-reply@taxease.example"
 
     result = runner.invoke(app, ["serve"], env=env)
@@ -157,10 +146,11 @@ def test_serve_in_production_without_secret_key_exits_2(runner: CliRunner, tmp_p
     assert "SECRET_KEY" in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_serve_with_several_workers_on_sqlite_and_embedded_worker_exits_2(
-    runner: CliRunner, tmp_path: Path
+    runner: CliRunner, database_url: str
 ) -> None:
-    result = runner.invoke(app, ["serve", "--workers", "2"], env=dev_env(tmp_path / "x.sqlite3"))
+    result = runner.invoke(app, ["serve", "--workers", "2"], env=dev_env(database_url))
 
     assert result.exit_code == 2
     assert "SQLite" in result.stderr
@@ -169,7 +159,7 @@ def test_serve_with_several_workers_on_sqlite_and_embedded_worker_exits_2(
 
 def test_worker_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["worker"], env=dev_env(tmp_path / "x.sqlite3", DATABASE_URL="mysql://h/db")
+        app, ["worker"], env=sqlite_env(tmp_path / "x.sqlite3", DATABASE_URL="mysql://h/db")
     )
 
     assert result.exit_code == 2
@@ -186,108 +176,22 @@ def test_the_console_script_and_python_m_agree() -> None:
 # --- the README flow: db upgrade, serve, register, code from the console, verify, login -------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def server_environment(database: Path) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT"}
-    }
-    env.update(dev_env(database))
-    env["PYTHONUNBUFFERED"] = "1"
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    return env
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stdout: Path
-    stderr: Path
-
-
-def start_process(
-    args: list[str], env: dict[str, str], directory: Path
-) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """Start ``taxease-auth ARGS`` with its output in files (no pipe can fill up and block)."""
-    stdout_path = directory / "server.out"
-    stderr_path = directory / "server.err"
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(CLI), *args], env=env, stdout=stdout, stderr=stderr, cwd=directory
-        )
-    return process, stdout_path, stderr_path
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=STOP_SECONDS)
-
-
-def upgraded_environment(tmp_path: Path) -> dict[str, str]:
-    env = server_environment(tmp_path / "readme.sqlite3")
-    upgrade = subprocess.run(
-        [str(CLI), "db", "upgrade"], env=env, capture_output=True, timeout=60, check=False
-    )
-    assert upgrade.returncode == 0, upgrade.stderr
+@pytest.fixture
+def upgraded_environment(empty_database_url: str) -> dict[str, str]:
+    """The environment of the README: a database brought to head by `taxease-auth db upgrade`."""
+    env = process_environment(empty_database_url)
+    db_upgrade(env)
     return env
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    """`taxease-auth db upgrade` then `taxease-auth serve` on a free port, killed at the end."""
-    env = upgraded_environment(tmp_path)
-    port = free_port()
-    process, stdout, stderr = start_process(["serve", "--port", str(port)], env, tmp_path)
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(process, base_url, stderr)
-        yield Served(process, base_url, stdout, stderr)
-    finally:
-        stop(process)
+def served(upgraded_environment: dict[str, str], tmp_path: Path) -> Iterator[Running]:
+    """`taxease-auth serve` on a free port, killed at the end."""
+    with serving(upgraded_environment, tmp_path, free_port()) as running:
+        yield running
 
 
-def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {stderr.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"server not healthy after {START_SECONDS}s: {stderr.read_text()}")
-
-
-def code_printed_for(stdout: Path, recipient: str) -> str:
-    """The code in the last mail the console backend printed for ``recipient``."""
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        mails = [
-            block
-            for block in re.split(r"\n={72}\n", stdout.read_text())
-            if block.startswith("Mail (") and f"\nTo: {recipient}\n" in block
-        ]
-        if mails:
-            try:
-                return extract_code(mails[-1])
-            except AssertionError:
-                pass  # printed halfway: read again
-        time.sleep(0.05)
-    raise AssertionError(f"no code printed for {recipient}: {stdout.read_text()!r}")
-
-
-def test_readme_flow_against_a_real_server(served: Served) -> None:
+def test_readme_flow_against_a_real_server(served: Running) -> None:
     email = "test@example.com"
     with httpx.Client(base_url=served.base_url, timeout=10.0) as client:
         registered = client.post(
@@ -335,19 +239,16 @@ def test_readme_flow_against_a_real_server(served: Served) -> None:
     assert returncode in (0, -signal.SIGTERM), f"exit status {returncode} after SIGTERM"
 
 
-def test_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    env = upgraded_environment(tmp_path)
-    process, _stdout, stderr = start_process(["worker"], env, tmp_path)
+def test_worker_stops_cleanly_on_sigterm(
+    upgraded_environment: dict[str, str], tmp_path: Path
+) -> None:
+    worker = start_process(["worker"], upgraded_environment, tmp_path, "worker")
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while "started" not in stderr.read_text():
-            assert process.poll() is None, stderr.read_text()
-            assert time.monotonic() < deadline, stderr.read_text()
-            time.sleep(0.05)
+        wait_for_log(worker, "started")
 
-        process.send_signal(signal.SIGTERM)
+        worker.process.send_signal(signal.SIGTERM)
 
-        assert process.wait(timeout=STOP_SECONDS) == 0, stderr.read_text()
-        assert "stopped" in stderr.read_text()
+        assert worker.process.wait(timeout=STOP_SECONDS) == 0, worker.output()
+        assert "stopped" in worker.stderr.read_text()
     finally:
-        stop(process)
+        stop(worker.process)

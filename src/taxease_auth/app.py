@@ -12,12 +12,13 @@ import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from taxease_auth import __version__
+from taxease_auth import __version__, metrics
 from taxease_auth.api import auth as auth_routes
 from taxease_auth.api import dev as dev_routes
 from taxease_auth.api import errors as api_errors
 from taxease_auth.api import health as health_routes
 from taxease_auth.api.body_limit import BodySizeLimit
+from taxease_auth.api.observability import RequestObservability
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, common_passwords
 from taxease_auth.auth.service import AuthService
@@ -99,6 +100,7 @@ def create_app(
             await backend.aclose()
             await engine.dispose()
             limits_storage.close()
+            metrics.mark_process_dead()
 
     app = FastAPI(
         title=f"{settings.app_name} Auth",
@@ -110,6 +112,12 @@ def create_app(
     app.state.settings = settings
     api_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    # Added last, so outermost: times, counts and logs every answer, the 413s included.
+    app.add_middleware(
+        RequestObservability,
+        trusted_proxies=settings.trusted_proxies,
+        access_log=settings.access_log,
+    )
     app.include_router(auth_routes.router)
     app.include_router(health_routes.router)
     if settings.development_mode:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -35,11 +36,25 @@ def _settings() -> Settings:
         raise typer.Exit(code=2) from None
 
 
+class EventLoop(StrEnum):
+    # uvloop and httptools are chosen by name, not left to uvicorn's "auto" (which silently
+    # falls back to asyncio and h11 when they are missing): `make bench` measured them faster.
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
+class HttpParser(StrEnum):
+    HTTPTOOLS = "httptools"
+    H11 = "h11"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    loop: Annotated[EventLoop, typer.Option(help="Event loop implementation.")] = EventLoop.UVLOOP,
+    http: Annotated[HttpParser, typer.Option(help="HTTP/1.1 parser.")] = HttpParser.HTTPTOOLS,
 ) -> None:
     """Serve the HTTP API (uvicorn). With EMBEDDED_WORKER (default) each process also delivers
     queued mail. Run `taxease-auth db upgrade` first."""
@@ -52,16 +67,55 @@ def serve(
         )
         raise typer.Exit(code=2)
     configure_logging(settings)
+    _multiprocess_metrics(workers)
     uvicorn.run(
         "taxease_auth.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
+        loop=loop.value,
+        http=http.value,
         log_config=None,
+        # Ours (api/observability.py, ACCESS_LOG) carries the request id and never logs the
+        # query string; uvicorn's would.
+        access_log=False,
         proxy_headers=False,  # client addresses are taken from TRUSTED_PROXIES, not uvicorn
         server_header=False,
     )
+
+
+def _multiprocess_metrics(workers: int) -> None:
+    """Let /metrics add up every server process: prometheus_client's multiprocess mode.
+
+    PROMETHEUS_MULTIPROC_DIR must be set before the processes import the metrics. When the
+    operator set it (a directory shared with a separate `taxease-auth worker`, so its delivery
+    metrics show too) it is used as it is. Otherwise, with more than one process, a fresh
+    temporary directory is made here, inherited by the processes uvicorn spawns, and removed
+    when `serve` exits.
+    """
+    import atexit
+    import logging
+    import os
+    import shutil
+    import tempfile
+
+    from taxease_auth.metrics import MULTIPROC_DIR_VARIABLE
+
+    logger = logging.getLogger(__name__)
+    shared = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if shared:
+        logger.info(
+            "metrics of every process are collected in %s (%s)", shared, MULTIPROC_DIR_VARIABLE
+        )
+        return
+    if workers == 1:
+        return
+    directory = tempfile.mkdtemp(prefix="taxease-auth-metrics-")
+    os.environ[MULTIPROC_DIR_VARIABLE] = directory
+    # uvicorn's supervisor returns after stopping its processes, so this runs on SIGTERM too.
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    logger.info("metrics of the %d server processes are collected in %s", workers, directory)
 
 
 @app.command()
@@ -80,6 +134,7 @@ def worker() -> None:
 
 
 async def _run_worker(settings: Settings) -> None:
+    from taxease_auth import metrics
     from taxease_auth.clock import SystemClock
     from taxease_auth.mail.backends import build_backend
     from taxease_auth.mail.worker import build_worker
@@ -103,6 +158,8 @@ async def _run_worker(settings: Settings) -> None:
     finally:
         await backend.aclose()
         await engine.dispose()
+        # With a PROMETHEUS_MULTIPROC_DIR shared with `serve`: its gauges end with it.
+        metrics.mark_process_dead()
 
 
 @db_app.command("upgrade")

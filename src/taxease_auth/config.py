@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
+    # One line per request (method, route template, status, ms, client): replaces uvicorn's,
+    # which would log query strings.
+    access_log: bool = True
     # Bodies are refused (413) above this size before any parsing. The largest body the request
     # schemas allow, every character escaped as a JSON surrogate pair, is under 19 KiB.
     max_request_body_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
@@ -144,6 +147,9 @@ class Settings(BaseSettings):
     mail_breaker_probe_seconds: float = Field(default=30.0, gt=0, le=3600)
     outbox_retention_days: int = Field(default=7, ge=1)
     audit_retention_days: int = Field(default=90, ge=1)
+    # How often the delivery worker applies the retention rules (`taxease-auth purge`);
+    # 0: never (run the purge command from cron instead).
+    housekeeping_interval_seconds: int = Field(default=3600, ge=0)
 
     @field_validator("previous_secret_keys", "trusted_proxies", mode="before")
     @classmethod

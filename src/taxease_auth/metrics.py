@@ -1,9 +1,57 @@
 """Prometheus metrics. Defined once per process (the client's registry is global); labels
-never carry an email, a code or any other user data."""
+never carry an email, a code or any other user data, and every label has a bounded set of
+values (HTTP requests are labelled by route template, never by raw path).
+
+Several processes (``serve --workers N``, a separate ``worker``) share their metrics through
+prometheus_client's multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set before this
+module is imported, every process writes its values to files there and ``render()`` adds them
+up (the gauges below say how: ``livemax``). ``cli.serve`` sets it up for ``--workers`` > 1.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics_core import Metric
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+HTTP_REQUESTS = Counter(
+    "taxease_http_requests_total",
+    "HTTP requests by route template and status (route 'unmatched' when no route matched)",
+    ["route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "taxease_http_request_duration_seconds",
+    "Time from the request's arrival to the end of its answer, by route template",
+    ["route"],
+    # Fast routes answer in milliseconds; the password routes take one argon2id hash (tens to
+    # hundreds of ms), more while they queue for a hashing slot.
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RATE_LIMITED = Counter(
+    "taxease_rate_limited_total",
+    "Requests refused with 429 by rate budget (names as in auth/limits.py)",
+    ["budget"],
+)
+PURGED = Counter(
+    "taxease_purged_rows_total",
+    "Rows deleted by the delivery worker's scheduled retention purge, by table",
+    ["table"],
+)
 
 CODES_ISSUED = Counter("taxease_codes_issued_total", "One-time codes issued", ["purpose"])
 CODES_CHECKED = Counter(
@@ -52,3 +100,50 @@ MAIL_SEND_RATE_LIMIT = Gauge(
     "0 when unpaced)",
     multiprocess_mode="livemax",
 )
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when multiprocess mode is on, else None."""
+    return os.environ.get(MULTIPROC_DIR_VARIABLE) or None
+
+
+class _SettledFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector, minus the files it cannot read yet.
+
+    A process creates its file empty, then sizes it; a scrape between the two would fail on
+    it (``struct.error``), and so would one reading a file whose process was just marked
+    dead. Such a file holds nothing yet, or nothing live: it is left out of this scrape.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path)  # type: ignore[no-untyped-call]
+        self._directory = Path(path)
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in self._directory.glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+        merged: Iterable[Metric] = self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
+def render() -> bytes:
+    """The Prometheus text exposition: this process's registry, or in multiprocess mode the
+    sum over every process that wrote to the shared directory."""
+    directory = multiprocess_dir()
+    if directory is None:
+        return generate_latest()
+    registry = CollectorRegistry()
+    _SettledFilesCollector(registry, directory)
+    return generate_latest(registry)
+
+
+def mark_process_dead() -> None:
+    """In multiprocess mode, drop this process's live gauges (call when it stops): a stopped
+    worker's last "circuit open" must not outlive it. Its counters stay, so totals never go
+    down."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]

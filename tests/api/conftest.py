@@ -95,6 +95,12 @@ async def me(client: httpx.AsyncClient, token: str | None) -> httpx.Response:
     return await client.get(f"{API}/me", headers=headers)
 
 
+def answer_headers(response: httpx.Response) -> dict[str, str]:
+    """The headers that could tell one account's answer from another's: all of them but the
+    request id, which is new for every request (api/observability.py) whatever the account."""
+    return {name: value for name, value in response.headers.items() if name != "x-request-id"}
+
+
 # --- mail ------------------------------------------------------------------------------------
 
 

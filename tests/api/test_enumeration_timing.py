@@ -13,9 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 import httpx
+import pytest
 
 from tests.api.conftest import login, register, verified_user
 from tests.conftest import RunningApp, SettingsFactory, StartApp
+
+pytestmark = pytest.mark.sqlite_only
 
 SAMPLES = 25
 OWASP_MINIMUM_HASHING = {

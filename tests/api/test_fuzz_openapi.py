@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 from taxease_auth.app import create_app
 from taxease_auth.config import Settings
 from taxease_auth.mail.backends.console import ConsoleBackend
-from tests.conftest import FAST_HASHING, GENEROUS_LIMITS, TEST_SECRET_KEY
+from tests.conftest import FAST_HASHING, GENEROUS_LIMITS, TEST_SECRET_KEY, Databases
 
 # Generated requests per operation, on top of the document's examples and schemathesis'
 # boundary cases: the module runs in about 5 s on a 2-core machine. (400 per operation, with
@@ -62,7 +60,7 @@ CHECKS = [
 STARTUP_SECONDS = 20.0
 
 
-def _settings(database: Path) -> Settings:
+def _settings(database_url: str) -> Settings:
     """Development mode on this module's database; the developer's environment ignored."""
     with pytest.MonkeyPatch.context() as environment:
         for name in list(os.environ):
@@ -71,7 +69,7 @@ def _settings(database: Path) -> Settings:
         return Settings(
             _env_file=None,
             development_mode=True,
-            database_url=f"sqlite:///{database}",
+            database_url=database_url,
             secret_key=TEST_SECRET_KEY,
             **FAST_HASHING,
             **GENEROUS_LIMITS,
@@ -79,12 +77,12 @@ def _settings(database: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def server_url(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app under uvicorn in a background thread, as `taxease-auth serve` runs it."""
-    database = tmp_path_factory.mktemp("fuzz") / "auth.sqlite3"
-    shutil.copy(migrated_template, database)
+def server_url(databases: Databases) -> Iterator[str]:
+    """The app under uvicorn in a background thread, as `taxease-auth serve` runs it, on a
+    database of its own (the module's requests add up in it)."""
+    database_url = databases.migrated()
     mailbox = ConsoleBackend(stream=io.StringIO(), keep=100)
-    app = create_app(_settings(database), mail_backend=mailbox)
+    app = create_app(_settings(database_url), mail_backend=mailbox)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     host, port = listener.getsockname()
@@ -110,6 +108,7 @@ def server_url(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory
         server.should_exit = True
         thread.join(timeout=STARTUP_SECONDS)
         listener.close()
+        databases.drop(database_url)
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
@@ -117,7 +116,7 @@ def server_url(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory
 # creates nothing (the lifespan does), and schemathesis needs the operations at collection.
 # (schemathesis.pytest.from_fixture would load it from the running server instead, but its
 # lazy loader sets pytest's private Node._nodeid, gone in pytest 9.)
-DOCUMENT = create_app(_settings(Path("not-opened.sqlite3"))).openapi()
+DOCUMENT = create_app(_settings("sqlite:///not-opened.sqlite3")).openapi()
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 

@@ -528,6 +528,7 @@ async def test_stop_finishes_the_send_in_flight(delivery: Delivery) -> None:
     assert delivery.delivered() == {recipient: 1}
 
 
+@pytest.mark.sqlite_only
 async def test_only_one_worker_delivers_from_an_sqlite_database(
     make_settings: SettingsFactory,
 ) -> None:
@@ -581,6 +582,7 @@ async def test_only_one_worker_delivers_from_an_sqlite_database(
         await engine.dispose()
 
 
+@pytest.mark.sqlite_only
 def test_worker_command_refuses_to_run_beside_another_worker_on_sqlite(
     make_settings: SettingsFactory,
 ) -> None:

@@ -1,119 +1,143 @@
-"""Alembic migrations: they build the schema the models describe, and undo it."""
+"""Alembic migrations: they build the schema the models describe, and undo it, on the run's
+database (SQLite, or PostgreSQL with ``--database=postgresql``), starting from an empty one.
+
+The tests are sync (Alembic runs its own event loop); they look at the schema through the
+service's async driver, in a loop of their own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from taxease_auth.config import Settings
 from taxease_auth.store import migrate
 from taxease_auth.store.models import Base
 
-TABLES = {"users", "otps", "email_outbox"}
+TABLES = set(Base.metadata.tables)
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
-def database_file(tmp_path: Path) -> Path:
-    return tmp_path / "fresh.sqlite3"
+def settings(empty_database_url: str) -> Settings:
+    return Settings(_env_file=None, development_mode=True, database_url=empty_database_url)
+
+
+class Schema:
+    """What is in the database now, read on a new connection each time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.async_database_url
+
+    def read(self, look: Callable[[Connection], _T]) -> _T:
+        async def run() -> _T:
+            engine = create_async_engine(self.url)
+            try:
+                async with engine.connect() as connection:
+                    return await connection.run_sync(look)
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+    def inspect(self, look: Callable[[Any], _T]) -> _T:
+        return self.read(lambda connection: look(inspect(connection)))
 
 
 @pytest.fixture
-def settings(database_file: Path) -> Settings:
-    return Settings(
-        _env_file=None, development_mode=True, database_url=f"sqlite:///{database_file}"
+def schema(settings: Settings) -> Schema:
+    return Schema(settings)
+
+
+def table_names(schema: Schema) -> set[str]:
+    return set(schema.inspect(lambda inspector: inspector.get_table_names()))
+
+
+def current_revision(schema: Schema) -> str | None:
+    return schema.read(
+        lambda connection: MigrationContext.configure(connection).get_current_revision()
     )
 
 
-@pytest.fixture
-def engine(database_file: Path) -> Iterator[Engine]:
-    """A plain synchronous engine on the same file, to look at what Alembic built."""
-    engine = create_engine(f"sqlite:///{database_file}")
-    yield engine
-    engine.dispose()
-
-
-def table_names(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
-
-
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
-
-
-def test_upgrade_from_empty_to_head_creates_the_tables(settings: Settings, engine: Engine) -> None:
-    assert table_names(engine) == set()
+def test_upgrade_from_empty_to_head_creates_the_tables(settings: Settings, schema: Schema) -> None:
+    assert table_names(schema) == set()
 
     migrate.upgrade(settings)
 
-    assert table_names(engine) >= TABLES
-    assert current_revision(engine) is not None
+    assert table_names(schema) == {*TABLES, "alembic_version"}
+    assert current_revision(schema) is not None
 
 
-def test_upgrade_is_safe_to_run_twice(settings: Settings, engine: Engine) -> None:
+def test_upgrade_is_safe_to_run_twice(settings: Settings, schema: Schema) -> None:
     migrate.upgrade(settings)
-    head = current_revision(engine)
+    head = current_revision(schema)
 
     migrate.upgrade(settings)
 
-    assert current_revision(engine) == head
-    assert table_names(engine) >= TABLES
+    assert current_revision(schema) == head
+    assert table_names(schema) >= TABLES
 
 
-def test_downgrade_to_base_removes_the_tables(settings: Settings, engine: Engine) -> None:
+def test_downgrade_to_base_removes_the_tables(settings: Settings, schema: Schema) -> None:
     migrate.upgrade(settings)
 
     migrate.downgrade(settings, "base")
 
-    assert table_names(engine) & TABLES == set()
-    assert current_revision(engine) is None
+    assert table_names(schema) & TABLES == set()
+    assert current_revision(schema) is None
 
 
-def test_upgrade_after_downgrade_rebuilds_the_schema(settings: Settings, engine: Engine) -> None:
+def test_upgrade_after_downgrade_rebuilds_the_schema(settings: Settings, schema: Schema) -> None:
     migrate.upgrade(settings)
     migrate.downgrade(settings, "base")
 
     migrate.upgrade(settings)
 
-    assert table_names(engine) >= TABLES
+    assert table_names(schema) >= TABLES
 
 
-def test_models_and_migrations_agree(settings: Settings, engine: Engine) -> None:
+def test_models_and_migrations_agree(settings: Settings, schema: Schema) -> None:
     """Fails when a model changes without a migration (or a migration without its model)."""
     migrate.upgrade(settings)
 
-    with engine.connect() as connection:
+    def differences(connection: Connection) -> list[Any]:
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "compare_server_default": True}
         )
-        differences = compare_metadata(context, Base.metadata)
+        return list(compare_metadata(context, Base.metadata))
 
-    assert differences == []
+    assert schema.read(differences) == []
 
 
 def test_migrated_indexes_and_constraints_match_the_models(
-    settings: Settings, engine: Engine
+    settings: Settings, schema: Schema
 ) -> None:
     migrate.upgrade(settings)
-    inspector = inspect(engine)
 
-    for table in Base.metadata.sorted_tables:
-        expected_indexes = {index.name for index in table.indexes}
-        found_indexes = {index["name"] for index in inspector.get_indexes(table.name)}
-        assert expected_indexes <= found_indexes, table.name
-        expected_unique = {column.name for column in table.columns if column.unique}
-        found_unique = {
-            tuple(constraint["column_names"])
-            for constraint in inspector.get_unique_constraints(table.name)
-        } | {
-            tuple(index["column_names"])
-            for index in inspector.get_indexes(table.name)
-            if index["unique"]
+    def indexes_and_unique_constraints(inspector: Any) -> dict[str, tuple[Any, Any]]:
+        return {
+            table.name: (
+                inspector.get_indexes(table.name),
+                inspector.get_unique_constraints(table.name),
+            )
+            for table in Base.metadata.sorted_tables
         }
-        for column in expected_unique:
+
+    found = schema.inspect(indexes_and_unique_constraints)
+    for table in Base.metadata.sorted_tables:
+        indexes, constraints = found[table.name]
+        expected_indexes = {index.name for index in table.indexes}
+        assert expected_indexes <= {index["name"] for index in indexes}, table.name
+        found_unique = {tuple(constraint["column_names"]) for constraint in constraints} | {
+            tuple(index["column_names"]) for index in indexes if index["unique"]
+        }
+        for column in (column.name for column in table.columns if column.unique):
             assert (column,) in found_unique, f"{table.name}.{column} is not unique"

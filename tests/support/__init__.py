@@ -1,5 +1,7 @@
 """Test-only parts that stand in for the world outside the service: a fault-injecting proxy in
-front of moto (``fault_proxy``) and a real Redis server started from its binary."""
+front of moto (``fault_proxy``), a real Redis server started from its binary (here), a private
+PostgreSQL server (``postgres``), and the real ``taxease-auth`` command in subprocesses
+(``cli``)."""
 
 from __future__ import annotations
 

@@ -108,6 +108,7 @@ async def request_otp(
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
     await service.admit_code_request(body.email, body.purpose, client_ip=client_ip)
+    await service.wait_for_issuing_capacity()
     # Issued after the answer is sent: its timing cannot tell a known address from an unknown.
     background.add_task(
         service.issue_requested_code,
@@ -169,6 +170,7 @@ async def password_reset_request(
 ) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
     await service.admit_code_request(body.email, Purpose.PASSWORD_RESET, client_ip=client_ip)
+    await service.wait_for_issuing_capacity()
     background.add_task(
         service.issue_requested_code, body.email, Purpose.PASSWORD_RESET, client_ip=client_ip
     )

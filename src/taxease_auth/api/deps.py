@@ -13,18 +13,22 @@ from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidToken
 from taxease_auth.store.models import User
 
+# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, and three thread trips per request cost more than
+# the requests' own work (`make bench`).
 
-def _settings(request: Request) -> Settings:
+
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _service(request: Request) -> AuthService:
+async def _service(request: Request) -> AuthService:
     service: AuthService = request.app.state.auth_service
     return service
 
 
-def _client_ip(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
+async def _client_ip(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
     peer = request.client.host if request.client else None
     return client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
 

@@ -7,11 +7,11 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from limits.errors import ConfigurationError as LimitsError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taxease_auth import metrics as service_metrics
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.config import Settings
 
@@ -56,5 +56,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics() -> Response:
-    """Prometheus text format."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format; with several processes (PROMETHEUS_MULTIPROC_DIR), the sum over
+    all of them."""
+    return Response(service_metrics.render(), media_type=service_metrics.CONTENT_TYPE)

@@ -10,8 +10,10 @@ or not an account exists (``auth/limits.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +40,12 @@ logger = logging.getLogger(__name__)
 NOTICE_DELIVERY_WINDOW = timedelta(hours=24)
 # A login challenge accepts resends for this many code lifetimes after the password was checked.
 CHALLENGE_LIFETIMES = 3
+# Requested codes are issued after the 202 (issue_requested_code). Past this many issues in
+# progress, new requests wait for their answer (wait_for_issuing_capacity) instead of queueing
+# more: unbounded, a flood of requests piled up issues that waited for the database longer
+# than its pool timeout and were dropped unissued after their 202, while memory grew
+# (`make bench`, request-otp).
+MAX_ISSUES_IN_PROGRESS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,10 @@ class AuthService:
         self._limits = limits
         self._mail_queued = mail_queued
         self._code_lifetime = timedelta(minutes=settings.otp_expiry_minutes)
+        self._issues_in_progress = 0
+        # Requests waiting for capacity, woken one per finished issue (an Event would wake
+        # them all, each to find the count still at the cap).
+        self._waiting_for_capacity: deque[asyncio.Future[None]] = deque()
 
     # --- registration ------------------------------------------------------------------------
 
@@ -172,6 +184,18 @@ class AuthService:
         await self._limits.spend(self._limits.code_issue_per_email, key, purpose)
         await self._limits.spend(self._limits.code_issue_per_ip, client_ip)
 
+    async def wait_for_issuing_capacity(self) -> None:
+        """Return once fewer than MAX_ISSUES_IN_PROGRESS requested codes are being issued.
+
+        Called before answering a code request: under a flood the answers slow down to the
+        rate codes can be issued, instead of promising more than will be sent. The wait
+        depends on the load only, never on the address asked for.
+        """
+        while self._issues_in_progress >= MAX_ISSUES_IN_PROGRESS:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting_for_capacity.append(waiter)
+            await waiter
+
     async def issue_requested_code(
         self, email: str, purpose: Purpose, *, client_ip: str, challenge_id: str | None = None
     ) -> None:
@@ -181,6 +205,20 @@ class AuthService:
         A login code is only re-sent for a live challenge (opened by a correct password): no
         one gets tokens from an email address alone.
         """
+        self._issues_in_progress += 1
+        try:
+            await self._issue_requested_code(email, purpose, client_ip, challenge_id)
+        finally:
+            self._issues_in_progress -= 1
+            while self._waiting_for_capacity:
+                waiter = self._waiting_for_capacity.popleft()
+                if not waiter.done():  # not cancelled meanwhile
+                    waiter.set_result(None)
+                    break
+
+    async def _issue_requested_code(
+        self, email: str, purpose: Purpose, client_ip: str, challenge_id: str | None
+    ) -> None:
         now = self._clock.now()
         async with self._sessions.begin() as session:
             user = await users.get_by_email(session, email)

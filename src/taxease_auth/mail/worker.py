@@ -32,7 +32,8 @@ import math
 import random
 import secrets
 from collections.abc import Coroutine
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +52,7 @@ from taxease_auth.mail.backends.base import (
 )
 from taxease_auth.mail.message import Message
 from taxease_auth.mail.pacing import SendPacer, shared_pacer
+from taxease_auth.store import housekeeping as retention_rules
 from taxease_auth.store import outbox
 from taxease_auth.store.models import EmailOutbox
 
@@ -62,6 +64,9 @@ BACKOFF_MAX_SECONDS = 60.0
 FALLBACK_SEND_RATE = 1.0
 RATE_REFRESH_SECONDS = 600.0
 RATE_RETRY_SECONDS = 60.0
+# Codes are kept this long past their expiry (as `taxease-auth purge --code-margin-hours`'s
+# default), so `why` can still explain yesterday's failure.
+PURGE_CODES_AFTER = timedelta(hours=24)
 # Marks ``last_error`` when the failed attempt may have been accepted by SES, so whichever
 # worker retries the row knows it may deliver a second copy.
 POSSIBLY_SENT = "possibly sent: "
@@ -73,6 +78,30 @@ def backoff_delay(attempt: int) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**attempt)]."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 16))
     return random.uniform(0, ceiling)  # noqa: S311 - spreading retries, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """The retention rules of `taxease-auth purge`, applied by the worker every ``every``
+    (HOUSEKEEPING_INTERVAL_SECONDS): codes expired more than ``codes_older_than`` ago, final
+    outbox rows older than OUTBOX_RETENTION_DAYS, audit events older than
+    AUDIT_RETENTION_DAYS."""
+
+    every: timedelta
+    outbox_older_than: timedelta
+    audit_older_than: timedelta
+    codes_older_than: timedelta = PURGE_CODES_AFTER
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention | None:
+        """None when HOUSEKEEPING_INTERVAL_SECONDS is 0 (the purge runs from cron instead)."""
+        if not settings.housekeeping_interval_seconds:
+            return None
+        return cls(
+            every=timedelta(seconds=settings.housekeeping_interval_seconds),
+            outbox_older_than=timedelta(days=settings.outbox_retention_days),
+            audit_older_than=timedelta(days=settings.audit_retention_days),
+        )
 
 
 class Outcome(enum.Enum):
@@ -121,7 +150,9 @@ class DeliveryWorker:
     reports nothing and no override means unpaced (the console). ``pacer`` shares the pace
     with other workers (``build_worker`` gives it the rate-limit storage); by default it paces
     this worker alone. ``lock`` (SQLite: one worker) must be held to deliver: ``run()`` waits
-    for it when another worker has it, and releases it when it ends.
+    for it when another worker has it, and releases it when it ends. ``retention`` (None: no
+    purge) is applied by the housekeeping at its first pass, then every ``retention.every`` by
+    ``clock``.
     """
 
     def __init__(
@@ -138,6 +169,7 @@ class DeliveryWorker:
         breaker_probe_seconds: float = 30.0,
         poll_interval: float = 1.0,
         lock: outbox.SqliteWorkerLock | None = None,
+        retention: Retention | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -154,6 +186,8 @@ class DeliveryWorker:
         self.breaker = CircuitBreaker(breaker_probe_seconds)
         self._poll_interval = poll_interval
         self._lock = lock
+        self._retention = retention
+        self._purge_at: datetime | None = None  # None: due at the next housekeeping pass
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -580,7 +614,7 @@ class DeliveryWorker:
 
     async def housekeeping(self) -> None:
         """Expire pending rows whose code expired, clear the bodies of failed rows whose code
-        expired, and update the outbox gauges."""
+        expired, update the outbox gauges, and apply the retention rules when they are due."""
         now = self._clock.now()
         async with self._sessions.begin() as session:
             expired = await outbox.expire_overdue(session, now=now)
@@ -595,6 +629,44 @@ class DeliveryWorker:
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_PENDING_SECONDS.set(
             max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0
+        )
+        await self._purge_if_due(now)
+
+    async def _purge_if_due(self, now: datetime) -> None:
+        """The retention purge, when due by this worker's clock.
+
+        With several workers (PostgreSQL) each one purges on its own schedule, where one
+        would be enough; that is harmless: the deletes are idempotent (whoever comes second
+        finds nothing left), and should two overlap and PostgreSQL pick one as a deadlock
+        victim, it is logged and done at the next interval.
+        """
+        retention = self._retention
+        if retention is None or (self._purge_at is not None and now < self._purge_at):
+            return
+        # Scheduled before running: a purge that fails is tried again at the next interval,
+        # not at every pass.
+        self._purge_at = now + retention.every
+        async with self._sessions.begin() as session:
+            counts = await retention_rules.purge(
+                session,
+                now=now,
+                codes_older_than=retention.codes_older_than,
+                outbox_older_than=retention.outbox_older_than,
+                audit_older_than=retention.audit_older_than,
+            )
+        metrics.PURGED.labels(table="otps").inc(counts.codes)
+        metrics.PURGED.labels(table="email_outbox").inc(counts.outbox_rows)
+        metrics.PURGED.labels(table="audit_events").inc(counts.audit_events)
+        deleted = counts.codes + counts.outbox_rows + counts.audit_events
+        logger.log(
+            logging.INFO if deleted else logging.DEBUG,
+            "retention purge by %s: deleted %d code(s), %d outbox row(s), %d audit event(s); "
+            "next in %s",
+            self.worker_id,
+            counts.codes,
+            counts.outbox_rows,
+            counts.audit_events,
+            retention.every,
         )
 
 
@@ -632,4 +704,5 @@ def build_worker(
         max_send_rate=settings.ses_max_send_rate,
         breaker_probe_seconds=settings.mail_breaker_probe_seconds,
         lock=lock,
+        retention=Retention.from_settings(settings),
     )

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taxease_auth.store.models import AuditEvent
+from taxease_auth.store.models import IP_MAX_LENGTH, AuditEvent
 
 
 def record(
@@ -29,7 +29,9 @@ def record(
             event=event,
             purpose=purpose,
             email_hash=email_hash,
-            ip=ip,
+            # PostgreSQL refuses a string longer than its column (SQLite stores it whole), and
+            # an IPv6 address forwarded with a zone ("fe80::1%eth0") may be of any length.
+            ip=ip[:IP_MAX_LENGTH] if ip else ip,
             outcome=outcome,
             detail=detail[:100] if detail else None,
         )

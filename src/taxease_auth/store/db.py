@@ -1,10 +1,31 @@
-"""Engine and sessions. Nothing is created at import time: the app's lifespan owns the engine."""
+"""Engine and sessions. Nothing is created at import time: the app's lifespan owns the engine.
+
+SQLite is reached through aiosqlite, which runs every call on the connection in a thread of
+its own. Two choices here keep that cheap (measured with `make bench`, see bench/http.py):
+
+- **One connection per process.** Every transaction begins with ``BEGIN IMMEDIATE`` (below),
+  so two connections of one process never work at once anyway; with several, the losers wait
+  in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and turned a few
+  collisions into seconds of p99. With one, sessions queue for it in the pool, without
+  sleeping. Other processes (the CLI, a separate worker) still meet the busy timeout.
+- **One trip to the thread per statement.** SQLAlchemy's aiosqlite adapter makes four (open a
+  cursor, execute, fetch, close), each a hand-off between the event loop and the thread and
+  back; ``_OneTripCursor`` does all four in one.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import collections
+import sqlite3
+from typing import Any, cast
 
-from sqlalchemy import event
+import aiosqlite
+from sqlalchemy import event, util
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util.concurrency import await_
 
 from taxease_auth.config import Settings
 
@@ -20,7 +42,12 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 def make_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
-        engine = create_async_engine(settings.async_database_url)
+        engine = create_async_engine(
+            settings.async_database_url,
+            module=_OneTripDBAPI(aiosqlite, sqlite3),
+            pool_size=1,
+            max_overflow=0,
+        )
         _tune_sqlite(engine)
         return engine
     return create_async_engine(
@@ -49,4 +76,141 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then
         # writes fails at once with SQLITE_BUSY when another writer got in between (the busy
         # timeout cannot help it), which would turn the single-use race into 500s.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # It is sent with the transaction's first statement, in the same trip to the thread.
+        adapted: _OneTripConnection = connection.connection.dbapi_connection
+        adapted.begin_with_next_statement("BEGIN IMMEDIATE")
+
+
+# --- aiosqlite, one trip per statement ---------------------------------------------------------
+
+_Outcome = tuple[Any, list[Any] | None, int | None, int]
+
+
+def _run(
+    connection: sqlite3.Connection,
+    operation: str,
+    parameters: Any,
+    *,
+    many: bool,
+    begin: str | None,
+) -> _Outcome:
+    """In aiosqlite's thread: the whole statement, as the adapter would have done it in four
+    trips (description, rows, lastrowid, rowcount); after ``begin`` when a transaction starts
+    with it."""
+    cursor = connection.cursor()
+    try:
+        if begin is not None:
+            cursor.execute(begin)
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else None
+        return description, rows, cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor, each statement run whole in one trip to the thread.
+
+    Results are buffered exactly as the adapter buffers them (all rows fetched at execute).
+    There is no aiosqlite cursor behind it: nothing is left open between statements.
+    """
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        # Not the parent's __init__: it opens an aiosqlite cursor (one more trip).
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = util.EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._lastrowid: int | None = -1
+        self._rowcount = -1
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]  # sqlite3's may be None too
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _async_soft_close(self) -> None:
+        """Nothing to close: the statement's cursor closed in the thread."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        return await self._one_trip(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        return await self._one_trip(operation, seq_of_parameters, many=True)
+
+    async def _one_trip(self, operation: str, parameters: Any, *, many: bool) -> None:
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        adapted = cast(_OneTripConnection, self._adapt_connection)
+        async with adapted._execute_mutex:
+            begin, adapted._pending_begin = adapted._pending_begin, None
+            # aiosqlite's own way into its thread (Connection.execute and friends use it).
+            outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
+                _run, connection._conn, operation, parameters, many=many, begin=begin
+            )
+        self._description, rows, self._lastrowid, self._rowcount = outcome
+        self._rows = collections.deque(rows) if rows is not None else collections.deque()
+
+
+class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """Hands out one-trip cursors; sends a transaction's BEGIN with its first statement; ends
+    a transaction only when there is one. (The pool rolls back every connection it gets back,
+    usually right after a commit: without the check, one more trip for nothing. sqlite3's own
+    commit and rollback do nothing outside a transaction either.)"""
+
+    __slots__ = ("_pending_begin",)
+    _cursor_cls = _OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._pending_begin: str | None = None
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        self._pending_begin = begin
+
+    def commit(self) -> None:
+        self._pending_begin = None  # a transaction without a statement: nothing began
+        if self._connection.in_transaction:
+            super().commit()
+
+    def rollback(self) -> None:
+        self._pending_begin = None
+        if self._connection.in_transaction:
+            super().rollback()
+
+
+class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The aiosqlite DBAPI adapter, handing out connections whose cursors take one trip."""
+
+    def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
+        connection = self.aiosqlite.connect(*arg, **kw)
+        connection._thread.daemon = True  # as SQLAlchemy's adapter does: never blocks exit
+        return _OneTripConnection(self, await_(connection))

@@ -33,6 +33,7 @@ NAMING_CONVENTION = {
 
 EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 100
+IP_MAX_LENGTH = 45  # the longest textual IPv6 address, "ffff:...:255.255.255.255"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -112,7 +113,8 @@ class Otp(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     # HMAC-SHA256 over (email, purpose, code) keyed from SECRET_KEY; the code is never stored.
     code_hash: Mapped[str] = mapped_column(String(64))
-    expires_at: Mapped[datetime]
+    # The retention purge deletes by expiry (hourly, a small slice of the table).
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
     used_at: Mapped[datetime | None]
     # Set when a newer code for the same email and purpose replaced this one.
@@ -129,12 +131,19 @@ class Otp(Base):
 
 class EmailOutbox(Base):
     __tablename__ = "email_outbox"
-    __table_args__ = (Index("ix_email_outbox_status_next_attempt", "status", "next_attempt_at"),)
+    # The claim's ORDER BY next_attempt_at, id comes straight from this index: the worker
+    # reads the first due row, whatever the backlog (and the other status lookups use it too).
+    __table_args__ = (
+        Index("ix_email_outbox_status_next_attempt_id", "status", "next_attempt_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     recipient: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    otp_id: Mapped[int | None] = mapped_column(ForeignKey("otps.id", ondelete="SET NULL"))
+    # Indexed for ON DELETE SET NULL: without it, each code the purge deletes scans the outbox.
+    otp_id: Mapped[int | None] = mapped_column(
+        ForeignKey("otps.id", ondelete="SET NULL"), index=True
+    )
     subject: Mapped[str] = mapped_column(String(255))
     # The bodies hold a live code: cleared once the row is final (sent, expired).
     html_body: Mapped[str | None] = mapped_column(Text)
@@ -165,6 +174,6 @@ class AuditEvent(Base):
     event: Mapped[str] = mapped_column(String(32))
     purpose: Mapped[str | None] = mapped_column(String(32))
     email_hash: Mapped[str] = mapped_column(String(64))
-    ip: Mapped[str | None] = mapped_column(String(45))
+    ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(100))
