@@ -6,6 +6,8 @@
 --   2. expected statuses, comma-separated ("200" or "400")
 --   3. reuse: "once" (each line is sent at most once: a single-use code) or "cycle"
 --   4. a file with one request per line (a JSON body for POST, ignored for GET)
+--   5. optional: milliseconds each connection waits before its next request (0: none), for a
+--      steady background load rather than as many requests as the server can answer
 -- A "once" file that runs out wraps around and counts "wrapped": the driver reports the run
 -- as failed (its codes were used already), never as fast.
 
@@ -47,6 +49,12 @@ function M.install(build)
       end
       if #lines == 0 then
          table.insert(lines, "")
+      end
+      local pause = tonumber(args[5] or "0")
+      if pause > 0 then
+         function delay()
+            return pause
+         end
       end
       position = 0
       unexpected = 0
