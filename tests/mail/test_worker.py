@@ -421,7 +421,9 @@ async def test_sends_in_flight_when_the_breaker_opens_go_back_to_the_queue(
 ) -> None:
     await delivery.queue(5)
     worker = delivery.worker(concurrency=5)
-    delivery.proxy.set_latency(0.1)  # all five are in flight before the first answer
+    # All five must be in flight before the first answer: a second of latency leaves room for
+    # dispatching them even on a loaded 2-core machine (0.1 s did not, under CI load).
+    delivery.proxy.set_latency(1.0)
     delivery.proxy.fail_sends(SENDING_PAUSED)
 
     await worker.run_once()
@@ -482,8 +484,9 @@ async def test_rows_of_a_worker_killed_mid_batch_are_claimed_again_after_the_lea
 ) -> None:
     recipients = await delivery.queue(5)
     killed = delivery.worker(concurrency=5)
-    # The sends hang, then their connections drop: SES never gets them.
-    delivery.proxy.set_latency(0.2)
+    # The sends hang, then their connections drop: SES never gets them. The hang is long
+    # enough that all five are dispatched before any first attempt ends, even under load.
+    delivery.proxy.set_latency(1.0)
     delivery.proxy.fail_sends(DROP)
     task = asyncio.create_task(killed.run())
     await eventually(lambda: delivery.proxy.count() >= 5, "five sends in flight")
