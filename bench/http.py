@@ -47,7 +47,9 @@ Scenarios, and what each ratio is taken against:
 
 Results: a table on stdout and ``bench/results/http-<time>.json``. Exit status 0 when every
 target holds, 1 when one misses, 2 when the run failed (unexpected statuses, errors).
-``--profile DIR`` also records each scenario with py-spy (``pip install py-spy``).
+``--profile DIR`` also records each scenario with py-spy (``pip install py-spy``); the
+environment variable BENCH_CLI names another ``taxease-auth`` executable to start (a wrapper
+that patches or profiles the server, for an A/B in the same conditions).
 """
 
 from __future__ import annotations
@@ -904,6 +906,7 @@ class Run:
         return {
             "benchmark": "http",
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "code": git_state(),
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": sys.version.split()[0],
@@ -945,6 +948,22 @@ class Run:
             "targets": targets,
             "failed": failures,
         }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - git, fixed arguments
+            ["git", *args],  # noqa: S607 - git from PATH, as a developer runs it
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
 
 
 def render(results: dict[str, Any]) -> str:
