@@ -22,7 +22,7 @@ from taxease_auth.api.schemas import (
     VerifyOtpRequest,
     VerifyResponse,
 )
-from taxease_auth.auth.service import CodeSubmission, LoginChallenge, Registration
+from taxease_auth.auth.service import AuthService, CodeSubmission, LoginChallenge, Registration
 from taxease_auth.store.models import Purpose
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -93,6 +93,23 @@ async def verify_otp(
     )
 
 
+async def _accept_code_request(
+    service: AuthService,
+    background: BackgroundTasks,
+    email: str,
+    purpose: Purpose,
+    client_ip: str,
+    challenge_id: str | None = None,
+) -> None:
+    """Spend the issuing budgets, wait for issuing capacity, and queue the code to be issued
+    after the answer is sent: its timing cannot tell a known address from an unknown."""
+    await service.admit_code_request(email, purpose, client_ip=client_ip)
+    await service.wait_for_issuing_capacity()
+    background.add_task(
+        service.issue_requested_code, email, purpose, client_ip=client_ip, challenge_id=challenge_id
+    )
+
+
 @router.post(
     "/request-otp",
     status_code=status.HTTP_202_ACCEPTED,
@@ -107,15 +124,8 @@ async def request_otp(
 ) -> MessageResponse:
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
-    await service.admit_code_request(body.email, body.purpose, client_ip=client_ip)
-    await service.wait_for_issuing_capacity()
-    # Issued after the answer is sent: its timing cannot tell a known address from an unknown.
-    background.add_task(
-        service.issue_requested_code,
-        body.email,
-        body.purpose,
-        client_ip=client_ip,
-        challenge_id=body.challenge_id,
+    await _accept_code_request(
+        service, background, body.email, body.purpose, client_ip, body.challenge_id
     )
     return MessageResponse(message=CODE_REQUESTED)
 
@@ -169,11 +179,7 @@ async def password_reset_request(
     background: BackgroundTasks,
 ) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
-    await service.admit_code_request(body.email, Purpose.PASSWORD_RESET, client_ip=client_ip)
-    await service.wait_for_issuing_capacity()
-    background.add_task(
-        service.issue_requested_code, body.email, Purpose.PASSWORD_RESET, client_ip=client_ip
-    )
+    await _accept_code_request(service, background, body.email, Purpose.PASSWORD_RESET, client_ip)
     return MessageResponse(message=RESET_REQUESTED)
 
 
