@@ -32,6 +32,7 @@ from taxease_auth.mail.render import MailRenderer
 from taxease_auth.mail.worker import build_worker
 from taxease_auth.ratelimit_storage import make_storage
 from taxease_auth.store.db import make_engine, make_sessionmaker
+from taxease_auth.store.sql import database_for
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +81,10 @@ def create_app(
         app.state.worker = worker
         limits_storage = make_storage(settings.rate_limit_storage_url)
         app.state.rate_limits = rate_limits = RateLimits(settings, limits_storage.storage)
+        database = database_for(engine)
         app.state.auth_service = AuthService(
             settings=settings,
-            sessions=sessions,
+            database=database,
             clock=clock,
             hasher=hasher,
             tokens=TokenService(settings, clock),
@@ -98,6 +100,7 @@ def create_app(
                 await worker.stop()
                 await worker_task
             await backend.aclose()
+            await database.close()
             await engine.dispose()
             limits_storage.close()
             metrics.mark_process_dead()

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from taxease_auth.auth.emails import InvalidEmail, canonical_email, mask_email
+from taxease_auth.auth.emails import (
+    PLAIN_ADDRESS,
+    InvalidEmail,
+    canonical_email,
+    email_fingerprint,
+    mask_email,
+)
+from taxease_auth.store.models import EMAIL_MAX_LENGTH
 
 
 @pytest.mark.parametrize(
@@ -108,3 +118,76 @@ def test_address_longer_than_254_characters_is_refused() -> None:
 def test_mask_keeps_the_domain_and_hides_the_local_part() -> None:
     assert mask_email("alice@example.com") == "a***@example.com"
     assert mask_email("not-an-address") == "***"
+
+
+# --- the plain-address fast path --------------------------------------------------------------
+
+
+def _validator_answer(address: str) -> str | None:
+    """What email_validator alone makes of ``address`` (the slow path), None when refused."""
+    try:
+        checked = validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            strict=True,
+        )
+    except EmailNotValidError:
+        return None
+    assert checked.ascii_email is not None
+    canonical = checked.ascii_email.lower()
+    return canonical if len(canonical) <= EMAIL_MAX_LENGTH else None
+
+
+def _canonical_or_none(address: str) -> str | None:
+    try:
+        return canonical_email(address)
+    except InvalidEmail:
+        return None
+
+
+# Case, every atext special, hyphens in labels, dots in the local part: all on the fast path.
+_PLAIN_CHARS = st.sampled_from("aZ09!#$%&'*+/=?^_`{|}~-.")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(address=st.from_regex(PLAIN_ADDRESS, fullmatch=True))
+def test_fast_path_agrees_with_email_validator_on_plain_addresses(address: str) -> None:
+    assert _canonical_or_none(address) == _validator_answer(address)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    local=st.text(_PLAIN_CHARS, min_size=1, max_size=70),
+    labels=st.lists(st.text(st.sampled_from("aZ09-"), min_size=1, max_size=5), min_size=1),
+    tld=st.sampled_from(["com", "co", "c0", "test", "local", "x", "localhost", "onion", "1"]),
+)
+def test_fast_path_agrees_with_email_validator_near_its_edges(
+    local: str, labels: list[str], tld: str
+) -> None:
+    address = f"{local}@{'.'.join([*labels, tld])}"
+    assert _canonical_or_none(address) == _validator_answer(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["ab--cd@ab--cd.com", "x@a.test", "x@sub.localhost", "x@a-.com", "x@-a.com", "a..b@x.com",
+     ".a@x.com", "a.@x.com", "x@xn--abc.com", "x@b.c1", f"{'a' * 65}@x.com"],
+)  # fmt: skip
+def test_addresses_the_fast_path_leaves_to_email_validator_are_refused(address: str) -> None:
+    with pytest.raises(InvalidEmail):
+        canonical_email(address)
+
+
+def test_fingerprint_is_the_documented_construction() -> None:
+    """Audit rows and rate-limit keys stay findable only while the construction stays this."""
+    import hashlib
+    import hmac
+
+    secret = "testing-secret-key-testing-secret-key-0001"
+    key = hmac.new(secret.encode(), b"taxease-auth/email-fingerprint/v1", hashlib.sha256).digest()
+    expected = hmac.new(key, b"a@example.com", hashlib.sha256).hexdigest()[:32]
+
+    assert email_fingerprint(secret, "a@example.com") == expected

@@ -158,3 +158,15 @@ def test_code_hashed_under_a_previous_key_still_matches() -> None:
     assert not code_matches(
         [KEY], email="a@example.com", purpose="login", code="123456", stored_hash=stored
     )
+
+
+def test_hash_is_the_documented_construction() -> None:
+    """HMAC-SHA256 under a key derived from SECRET_KEY: stored hashes stay valid across
+    releases only while the construction stays exactly this."""
+    import hashlib
+    import hmac
+
+    key = hmac.new(KEY.encode(), b"taxease-auth/otp-hash/v1", hashlib.sha256).digest()
+    expected = hmac.new(key, b"login\x00a@example.com\x00123456", hashlib.sha256).hexdigest()
+
+    assert hash_code(KEY, email="a@example.com", purpose="login", code="123456") == expected

@@ -41,6 +41,7 @@ from taxease_auth.mail.worker import DeliveryWorker, build_worker
 from taxease_auth.store import outbox
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import EmailOutbox, MailKind
+from taxease_auth.store.sql import database_for
 from tests.conftest import SENDER, SesInbox, SettingsFactory, extract_code
 from tests.support.fault_proxy import (
     DROP,
@@ -126,7 +127,7 @@ class Delivery:
         """Queue ``count`` verification mails as the API does, each with its own code."""
         now = self.clock.now()
         recipients = [f"{prefix}{i}-{secrets.token_hex(2)}@example.org" for i in range(count)]
-        async with self.sessions.begin() as session:
+        async with database_for(self.engine).transaction() as tx:
             for recipient in recipients:
                 code = f"{secrets.randbelow(10**6):06d}"
                 self.codes[recipient] = code
@@ -134,7 +135,7 @@ class Delivery:
                     MailKind.EMAIL_VERIFICATION, code=code, first_name="Test", expires_minutes=5
                 )
                 await outbox.enqueue(
-                    session,
+                    tx,
                     recipient=recipient,
                     kind=MailKind.EMAIL_VERIFICATION,
                     mail=mail,
@@ -545,9 +546,9 @@ async def test_only_one_worker_delivers_from_an_sqlite_database(
 
     async def queue(recipient: str) -> None:
         mail = renderer.render(MailKind.PASSWORD_CHANGED, first_name="Test")
-        async with sessions.begin() as session:
+        async with database_for(engine).transaction() as tx:
             await outbox.enqueue(
-                session,
+                tx,
                 recipient=recipient,
                 kind=MailKind.PASSWORD_CHANGED,
                 mail=mail,

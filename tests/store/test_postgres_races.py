@@ -29,6 +29,7 @@ from taxease_auth.mail.worker import build_worker
 from taxease_auth.store import outbox
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import EmailOutbox, MailKind, OutboxStatus
+from taxease_auth.store.sql import database_for
 from tests.api.conftest import INVALID_CODE, register, verify
 from tests.conftest import SettingsFactory, StartApp
 
@@ -68,10 +69,11 @@ async def queue_mails(sessions: Sessions, count: int) -> list[str]:
     """Queue ``count`` code mails as the API does; their idempotency keys."""
     renderer = MailRenderer("TaxEase")
     now = SystemClock().now()
-    async with sessions.begin() as session:
-        rows = [
+    engine = sessions.kw["bind"]
+    async with database_for(engine).transaction() as tx:
+        return [
             await outbox.enqueue(
-                session,
+                tx,
                 recipient=f"race-{secrets.token_hex(4)}@example.org",
                 kind=MailKind.EMAIL_VERIFICATION,
                 mail=renderer.render(
@@ -86,7 +88,6 @@ async def queue_mails(sessions: Sessions, count: int) -> list[str]:
             )
             for _ in range(count)
         ]
-    return [row.idempotency_key for row in rows]
 
 
 async def outbox_rows(sessions: Sessions) -> list[EmailOutbox]:

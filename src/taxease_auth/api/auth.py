@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.responses import JSONResponse
 
-from taxease_auth.api.deps import AuthServiceDep, ClientIp, CurrentUser
+from taxease_auth.api.deps import CurrentUser, caller
 from taxease_auth.api.schemas import (
     ErrorResponse,
     LoginChallengeResponse,
@@ -53,11 +53,10 @@ _INVALID_CODE: dict[int | str, dict[str, Any]] = {
     response_model=MessageResponse,
     responses=_RATE_LIMITED,
 )
-async def register(
-    body: RegisterRequest, service: AuthServiceDep, client_ip: ClientIp
-) -> MessageResponse:
+async def register(body: RegisterRequest, request: Request) -> MessageResponse:
     """Create an account and mail a verification code. The answer is the same for a new and an
     already-registered address (the owner of a verified address gets a notice instead)."""
+    service, client_ip = caller(request)
     await service.register(
         Registration(
             email=body.email,
@@ -76,10 +75,9 @@ async def register(
     response_model_exclude_none=True,
     responses=_INVALID_CODE,
 )
-async def verify_otp(
-    body: VerifyOtpRequest, service: AuthServiceDep, client_ip: ClientIp
-) -> VerifyResponse:
+async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse:
     """Check a mailed code. For purpose `login` the answer carries the access token."""
+    service, client_ip = caller(request)
     token = await service.verify_code(
         CodeSubmission(body.email, body.code, body.purpose, client_ip, body.challenge_id)
     )
@@ -117,13 +115,11 @@ async def _accept_code_request(
     responses=_RATE_LIMITED,
 )
 async def request_otp(
-    body: RequestOtpRequest,
-    service: AuthServiceDep,
-    client_ip: ClientIp,
-    background: BackgroundTasks,
+    body: RequestOtpRequest, request: Request, background: BackgroundTasks
 ) -> MessageResponse:
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
+    service, client_ip = caller(request)
     await _accept_code_request(
         service, background, body.email, body.purpose, client_ip, body.challenge_id
     )
@@ -152,11 +148,10 @@ router.add_api_route(
         **_RATE_LIMITED,
     },
 )
-async def login(
-    body: LoginRequest, service: AuthServiceDep, client_ip: ClientIp
-) -> TokenResponse | JSONResponse:
+async def login(body: LoginRequest, request: Request) -> TokenResponse | JSONResponse:
     """Log in with email and password. When LOGIN_OTP_REQUIRED is on, answer 202 with a
     challenge and mail a `login` code; /verify-otp with that challenge returns the token."""
+    service, client_ip = caller(request)
     result = await service.login(body.email, body.password, client_ip=client_ip)
     if isinstance(result, LoginChallenge):
         challenge = LoginChallengeResponse(
@@ -173,22 +168,19 @@ async def login(
     responses=_RATE_LIMITED,
 )
 async def password_reset_request(
-    body: PasswordResetRequest,
-    service: AuthServiceDep,
-    client_ip: ClientIp,
-    background: BackgroundTasks,
+    body: PasswordResetRequest, request: Request, background: BackgroundTasks
 ) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
+    service, client_ip = caller(request)
     await _accept_code_request(service, background, body.email, Purpose.PASSWORD_RESET, client_ip)
     return MessageResponse(message=RESET_REQUESTED)
 
 
 @router.post("/password-reset/confirm", response_model=MessageResponse, responses=_INVALID_CODE)
-async def password_reset_confirm(
-    body: PasswordResetConfirm, service: AuthServiceDep, client_ip: ClientIp
-) -> MessageResponse:
+async def password_reset_confirm(body: PasswordResetConfirm, request: Request) -> MessageResponse:
     """Set a new password with a reset code. Every earlier token stops working; the owner is
     notified by mail; the client is not logged in."""
+    service, client_ip = caller(request)
     await service.confirm_password_reset(
         body.email, body.code, body.new_password, client_ip=client_ip
     )

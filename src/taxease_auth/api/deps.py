@@ -11,16 +11,23 @@ from taxease_auth.api.client_ip import client_address
 from taxease_auth.auth.service import AuthService
 from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidToken
-from taxease_auth.store.models import User
+from taxease_auth.store.users import UserRow
 
-# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
-# ``def`` dependency in a worker thread, and three thread trips per request cost more than
-# the requests' own work (`make bench`).
+# The auth routes take the request itself and read the service and the client address from
+# it with ``caller``: as dependencies, FastAPI's resolution of the two (and of the settings
+# behind the address) cost more CPU than verify-otp's own work (bench/cpu.py). The dependencies
+# below are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in
+# a worker thread.
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def caller(request: Request) -> tuple[AuthService, str]:
+    """The auth service and the client's address (after TRUSTED_PROXIES)."""
+    state = request.app.state
+    settings: Settings = state.settings
+    peer = request.client.host if request.client else None
+    address = client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+    service: AuthService = state.auth_service
+    return service, address
 
 
 async def _service(request: Request) -> AuthService:
@@ -28,14 +35,7 @@ async def _service(request: Request) -> AuthService:
     return service
 
 
-async def _client_ip(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
 AuthServiceDep = Annotated[AuthService, Depends(_service)]
-ClientIp = Annotated[str, Depends(_client_ip)]
 
 _bearer = HTTPBearer(auto_error=False, description="The access token from /login or /verify-otp.")
 
@@ -43,10 +43,10 @@ _bearer = HTTPBearer(auto_error=False, description="The access token from /login
 async def _current_user(
     service: AuthServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> UserRow:
     if credentials is None:
         raise InvalidToken("missing")
     return await service.current_user(credentials.credentials)
 
 
-CurrentUser = Annotated[User, Depends(_current_user)]
+CurrentUser = Annotated[UserRow, Depends(_current_user)]

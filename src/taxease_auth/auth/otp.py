@@ -7,14 +7,15 @@ holds) and bound to the email and purpose, so a stored hash cannot be replayed e
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
 import string
 from collections.abc import Sequence
+from functools import lru_cache
 
 _OTP_KEY_LABEL = b"taxease-auth/otp-hash/v1"
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def generate_otp(length: int = 6) -> str:
@@ -27,14 +28,19 @@ def is_well_formed(code: str, length: int) -> bool:
 
     Never ``int()``: Python parses full-width and Arabic-Indic digits (``int("１２３４５６")``).
     """
-    return re.fullmatch(rf"[0-9]{{{length}}}", code) is not None
+    return len(code) == length and _DIGITS.fullmatch(code) is not None
 
 
 def hash_code(secret_key: str, *, email: str, purpose: str, code: str) -> str:
     """Hex HMAC-SHA256 of the code, bound to email and purpose, keyed from ``secret_key``."""
-    key = hmac.new(secret_key.encode(), _OTP_KEY_LABEL, hashlib.sha256).digest()
     message = "\x00".join((purpose, email, code)).encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac.digest(_code_key(secret_key), message, "sha256").hex()
+
+
+@lru_cache(maxsize=16)
+def _code_key(secret_key: str) -> bytes:
+    """Derived once per key: the derivation is as costly as the hash itself."""
+    return hmac.digest(secret_key.encode(), _OTP_KEY_LABEL, "sha256")
 
 
 def code_matches(

@@ -9,10 +9,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taxease_auth.store.models import IP_MAX_LENGTH, AuditEvent
+from taxease_auth.store.sql import Statement, Transaction
+
+_INSERT = Statement("""
+    INSERT INTO audit_events (occurred_at, event, purpose, email_hash, ip, outcome, detail)
+    VALUES (:now, :event, :purpose, :email_hash, :ip, :outcome, :detail)
+""")
 
 
-def record(
-    session: AsyncSession,
+async def record(
+    tx: Transaction,
     *,
     now: datetime,
     event: str,
@@ -23,18 +29,17 @@ def record(
     detail: str | None = None,
 ) -> None:
     """Add an event to the caller's transaction (it commits or rolls back with the action)."""
-    session.add(
-        AuditEvent(
-            occurred_at=now,
-            event=event,
-            purpose=purpose,
-            email_hash=email_hash,
-            # PostgreSQL refuses a string longer than its column (SQLite stores it whole), and
-            # an IPv6 address forwarded with a zone ("fe80::1%eth0") may be of any length.
-            ip=ip[:IP_MAX_LENGTH] if ip else ip,
-            outcome=outcome,
-            detail=detail[:100] if detail else None,
-        )
+    await tx.run(
+        _INSERT,
+        now=now,
+        event=event,
+        purpose=purpose,
+        email_hash=email_hash,
+        # PostgreSQL refuses a string longer than its column (SQLite stores it whole), and
+        # an IPv6 address forwarded with a zone ("fe80::1%eth0") may be of any length.
+        ip=ip[:IP_MAX_LENGTH] if ip else ip,
+        outcome=outcome,
+        detail=detail[:100] if detail else None,
     )
 
 

@@ -23,12 +23,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taxease_auth.config import Settings
 from taxease_auth.mail.message import RenderedMail
 from taxease_auth.store.models import EmailOutbox, OutboxStatus
+from taxease_auth.store.sql import Statement, Transaction
 
 LAST_ERROR_MAX = 500
 
 
+_ENQUEUE = Statement("""
+    INSERT INTO email_outbox (recipient, kind, otp_id, subject, html_body, text_body, status,
+                              attempts, next_attempt_at, send_before, idempotency_key,
+                              created_at, updated_at)
+    VALUES (:recipient, :kind, :otp_id, :subject, :html_body, :text_body, 'pending',
+            0, :now, :send_before, :idempotency_key, :now, :now)
+""")
+
+
 async def enqueue(
-    session: AsyncSession,
+    tx: Transaction,
     *,
     recipient: str,
     kind: str,
@@ -36,25 +46,22 @@ async def enqueue(
     otp_id: int | None,
     send_before: datetime,
     now: datetime,
-) -> EmailOutbox:
-    row = EmailOutbox(
+) -> str:
+    """Queue a mail; its idempotency key (in the worker's logs and the SES tags)."""
+    idempotency_key = secrets.token_hex(16)
+    await tx.run(
+        _ENQUEUE,
         recipient=recipient,
         kind=kind,
         otp_id=otp_id,
         subject=mail.subject,
         html_body=mail.html,
         text_body=mail.text,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
+        now=now,
         send_before=send_before,
-        idempotency_key=secrets.token_hex(16),
-        created_at=now,
-        updated_at=now,
+        idempotency_key=idempotency_key,
     )
-    session.add(row)
-    await session.flush()
-    return row
+    return idempotency_key
 
 
 async def claim_due(

@@ -2,25 +2,82 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from taxease_auth.store.models import User
+from taxease_auth.store.sql import Row, Statement, Transaction, utc, utc_required
 
 
-async def get_by_email(session: AsyncSession, email: str) -> User | None:
-    result = await session.execute(select(User).where(User.email == email))
-    return result.scalar_one_or_none()
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: int
+    email: str
+    password_hash: str
+    first_name: str
+    last_name: str
+    email_verified: bool
+    token_version: int
+    created_at: datetime
+    last_login_at: datetime | None
 
 
-async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
-    return await session.get(User, user_id)
+_COLUMNS = """SELECT id, email, password_hash, first_name, last_name, email_verified,
+                     token_version, created_at, last_login_at FROM users"""
+_BY_EMAIL = Statement(_COLUMNS + " WHERE email = :email")
+_BY_ID = Statement(_COLUMNS + " WHERE id = :id")
+_INSERT = Statement("""
+    INSERT INTO users (email, password_hash, first_name, last_name, email_verified,
+                       email_verified_at, token_version, created_at)
+    VALUES (:email, :password_hash, :first_name, :last_name, :verified, :verified_at, 0, :now)
+    RETURNING id
+""")
+_SET_REGISTRATION = Statement("""
+    UPDATE users SET password_hash = :password_hash, first_name = :first_name,
+                     last_name = :last_name
+    WHERE id = :id
+""")
+_ACTIVATE = Statement("""
+    UPDATE users SET password_hash = :password_hash, first_name = :first_name,
+                     last_name = :last_name, email_verified = TRUE, email_verified_at = :now
+    WHERE id = :id
+""")
+_REPLACE_PASSWORD = Statement("""
+    UPDATE users SET password_hash = :password_hash, token_version = token_version + 1,
+                     email_verified = TRUE, email_verified_at = :now
+    WHERE id = :id
+""")
+_RECORD_LOGIN = Statement("UPDATE users SET last_login_at = :now WHERE id = :id")
+_RECORD_LOGIN_REHASHED = Statement(
+    "UPDATE users SET last_login_at = :now, password_hash = :password_hash WHERE id = :id"
+)
+
+
+def _user(row: Row | None) -> UserRow | None:
+    if row is None:
+        return None
+    return UserRow(
+        id=row[0],
+        email=row[1],
+        password_hash=row[2],
+        first_name=row[3],
+        last_name=row[4],
+        email_verified=bool(row[5]),
+        token_version=row[6],
+        created_at=utc_required(row[7]),
+        last_login_at=utc(row[8]),
+    )
+
+
+async def get_by_email(tx: Transaction, email: str) -> UserRow | None:
+    return _user(await tx.one(_BY_EMAIL, email=email))
+
+
+async def get_by_id(tx: Transaction, user_id: int) -> UserRow | None:
+    return _user(await tx.one(_BY_ID, id=user_id))
 
 
 async def add(
-    session: AsyncSession,
+    tx: Transaction,
     *,
     email: str,
     password_hash: str,
@@ -28,25 +85,37 @@ async def add(
     last_name: str,
     verified: bool,
     now: datetime,
-) -> User:
-    """Insert a user; the caller handles IntegrityError when the email was taken meanwhile."""
-    user = User(
+) -> int:
+    """Insert a user; its id. Raises ``Conflict`` when the email was taken meanwhile."""
+    row = await tx.one(
+        _INSERT,
         email=email,
         password_hash=password_hash,
         first_name=first_name,
         last_name=last_name,
-        email_verified=verified,
-        email_verified_at=now if verified else None,
-        token_version=0,
-        created_at=now,
+        verified=verified,
+        verified_at=now if verified else None,
+        now=now,
     )
-    session.add(user)
-    await session.flush()
-    return user
+    assert row is not None
+    return int(row[0])
+
+
+async def set_registration(
+    tx: Transaction, user_id: int, *, password_hash: str, first_name: str, last_name: str
+) -> None:
+    """An unverified row mirrors its latest registration; only a code can make it verified."""
+    await tx.run(
+        _SET_REGISTRATION,
+        id=user_id,
+        password_hash=password_hash,
+        first_name=first_name,
+        last_name=last_name,
+    )
 
 
 async def activate_registration(
-    session: AsyncSession,
+    tx: Transaction,
     user_id: int,
     *,
     password_hash: str,
@@ -55,42 +124,30 @@ async def activate_registration(
     now: datetime,
 ) -> None:
     """Mark the address verified with exactly the password and names its code was issued for."""
-    await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(
-            password_hash=password_hash,
-            first_name=first_name,
-            last_name=last_name,
-            email_verified=True,
-            email_verified_at=now,
-        )
+    await tx.run(
+        _ACTIVATE,
+        id=user_id,
+        password_hash=password_hash,
+        first_name=first_name,
+        last_name=last_name,
+        now=now,
     )
 
 
 async def replace_password(
-    session: AsyncSession, user_id: int, *, password_hash: str, now: datetime
+    tx: Transaction, user_id: int, *, password_hash: str, now: datetime
 ) -> None:
     """Set a new password and end every token issued before (token_version + 1).
 
     Completing a reset also proves the mailbox, so an unverified account becomes verified.
     """
-    await session.execute(
-        update(User)
-        .where(User.id == user_id)
-        .values(
-            password_hash=password_hash,
-            token_version=User.token_version + 1,
-            email_verified=True,
-            email_verified_at=now,
-        )
-    )
+    await tx.run(_REPLACE_PASSWORD, id=user_id, password_hash=password_hash, now=now)
 
 
 async def record_login(
-    session: AsyncSession, user_id: int, *, now: datetime, new_password_hash: str | None
+    tx: Transaction, user_id: int, *, now: datetime, new_password_hash: str | None
 ) -> None:
-    values: dict[str, object] = {"last_login_at": now}
-    if new_password_hash is not None:  # stored hash used older, weaker argon2 parameters
-        values["password_hash"] = new_password_hash
-    await session.execute(update(User).where(User.id == user_id).values(**values))
+    if new_password_hash is None:
+        await tx.run(_RECORD_LOGIN, id=user_id, now=now)
+    else:  # the stored hash used older, weaker argon2 parameters
+        await tx.run(_RECORD_LOGIN_REHASHED, id=user_id, now=now, password_hash=new_password_hash)
