@@ -96,6 +96,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.auth_service.drain_requested_codes()
             if worker is not None and worker_task is not None:
                 await worker.stop()
                 await worker_task

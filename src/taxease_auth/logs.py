@@ -72,12 +72,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
-    # Neither format shows the thread, process or asyncio task, and looking them up is a third
-    # of a record's cost (each request logs one access line).
+    # Neither format shows the thread or the process, and looking them up is a third of a
+    # record's cost (each request logs one access line).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = (
         JsonFormatter() if settings.log_format is LogFormat.JSON else ConsoleFormatter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from taxease_auth.api.deps import CurrentUser, caller
@@ -93,7 +93,6 @@ async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse
 
 async def _accept_code_request(
     service: AuthService,
-    background: BackgroundTasks,
     email: str,
     purpose: Purpose,
     client_ip: str,
@@ -103,9 +102,7 @@ async def _accept_code_request(
     after the answer is sent: its timing cannot tell a known address from an unknown."""
     await service.admit_code_request(email, purpose, client_ip=client_ip)
     await service.wait_for_issuing_capacity()
-    background.add_task(
-        service.issue_requested_code, email, purpose, client_ip=client_ip, challenge_id=challenge_id
-    )
+    service.queue_requested_code(email, purpose, client_ip=client_ip, challenge_id=challenge_id)
 
 
 @router.post(
@@ -114,15 +111,11 @@ async def _accept_code_request(
     response_model=MessageResponse,
     responses=_RATE_LIMITED,
 )
-async def request_otp(
-    body: RequestOtpRequest, request: Request, background: BackgroundTasks
-) -> MessageResponse:
+async def request_otp(body: RequestOtpRequest, request: Request) -> MessageResponse:
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
     service, client_ip = caller(request)
-    await _accept_code_request(
-        service, background, body.email, body.purpose, client_ip, body.challenge_id
-    )
+    await _accept_code_request(service, body.email, body.purpose, client_ip, body.challenge_id)
     return MessageResponse(message=CODE_REQUESTED)
 
 
@@ -167,12 +160,10 @@ async def login(body: LoginRequest, request: Request) -> TokenResponse | JSONRes
     response_model=MessageResponse,
     responses=_RATE_LIMITED,
 )
-async def password_reset_request(
-    body: PasswordResetRequest, request: Request, background: BackgroundTasks
-) -> MessageResponse:
+async def password_reset_request(body: PasswordResetRequest, request: Request) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
     service, client_ip = caller(request)
-    await _accept_code_request(service, background, body.email, Purpose.PASSWORD_RESET, client_ip)
+    await _accept_code_request(service, body.email, Purpose.PASSWORD_RESET, client_ip)
     return MessageResponse(message=RESET_REQUESTED)
 
 

@@ -66,6 +66,8 @@ class MailRenderer:
             # A misspelt variable fails the render (and the test) instead of mailing a blank.
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            # The templates ship with the package: no stat() of each file on every render.
+            auto_reload=False,
         )
 
     def subject(self, kind: MailKind) -> str:
