@@ -308,7 +308,12 @@ class RunningApp:
     def __post_init__(self) -> None:
         self.settings = self.app.state.settings
 
+    async def requested_codes_issued(self) -> None:
+        """Codes answered with a 202 are issued by a task of their own: wait for it."""
+        await self.app.state.auth_service.drain_requested_codes()
+
     async def outbox(self) -> list[EmailOutbox]:
+        await self.requested_codes_issued()
         sessions = make_sessionmaker(self.app.state.engine)
         async with sessions() as session:
             rows = await session.execute(select(EmailOutbox).order_by(EmailOutbox.id))

@@ -136,6 +136,7 @@ async def outbox_kinds(app: RunningApp, recipient: str) -> list[str]:
 
 
 async def otp_rows(app: RunningApp, email: str | None = None) -> list[Otp]:
+    await app.requested_codes_issued()
     sessions = make_sessionmaker(app.app.state.engine)
     async with sessions() as session:
         query = select(Otp).order_by(Otp.id)
