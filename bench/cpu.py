@@ -77,6 +77,7 @@ async def measure(
     call: Callable[[int], Awaitable[int]],
     expected: int,
     requests: int,
+    concurrency: int,
     profile: dict[str, str],
 ) -> float:
     for i in range(min(200, requests // 10)):  # warm-up: caches, first-use imports
@@ -85,10 +86,13 @@ async def measure(
     started = time.process_time()
     if profiler:
         profiler.enable()
-    for i in range(requests):
-        status = await call(i)
-        if status != expected:
-            raise SystemExit(f"{name}: request {i} answered {status}, expected {expected}")
+    async def client(first: int) -> None:
+        for i in range(first, requests, concurrency):
+            status = await call(i)
+            if status != expected:
+                raise SystemExit(f"{name}: request {i} answered {status}, expected {expected}")
+
+    await asyncio.gather(*(client(first) for first in range(concurrency)))
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile[name])
@@ -155,7 +159,9 @@ async def main_async(args: argparse.Namespace) -> None:
             for name, call, expected in scenarios:
                 if args.only and name not in args.only:
                     continue
-                results[name] = await measure(name, call, expected, args.requests, profile)
+                results[name] = await measure(
+                    name, call, expected, args.requests, args.concurrency, profile
+                )
                 await asyncio.sleep(0.5)  # background issues of request-otp
         base = results.get("reference")
         for name, micros in results.items():
@@ -168,6 +174,9 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests in flight (clients), as wrk -c"
+    )
     parser.add_argument("--only", type=lambda t: t.split(","), default=[])
     parser.add_argument("--profile", action="append", default=[], metavar="SCENARIO:FILE")
     args = parser.parse_args()

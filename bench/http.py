@@ -596,6 +596,7 @@ class Run:
             PASSWORD_HASH_PARALLELISM="4",
             **RAISED_LIMITS,
         )
+        env.update(json.loads(os.environ.get("BENCH_EXTRA_ENV", "{}")))  # EXPERIMENT
         assert set(SERVER_VARIABLES) <= set(env)
         return env
 

@@ -27,6 +27,7 @@ capped verify-otp at a twentieth of the framework's own rate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 import time
@@ -42,7 +43,11 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 
 from taxease_auth.store.db import SQLITE_BUSY_TIMEOUT_MS
 
+logger = logging.getLogger(__name__)
+
 Row = Sequence[Any]
+# Commits between two checkpoints of the SQLite WAL (a few pages each: a few MB of WAL).
+CHECKPOINT_EVERY = 500
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 # What SQLite answers when another connection holds the write lock.
 _LOCKED = ("database is locked", "database table is locked")
@@ -173,20 +178,50 @@ class SqliteDatabase:
         self._path = path
         self._connection: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._commits_since_checkpoint = 0
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Future[None] | None = None
 
     def transaction(self) -> _SqliteScope:
         return _SqliteScope(self)
 
     async def close(self) -> None:
         async with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            if self._checkpoint is not None:
+                await self._checkpoint
+            for connection in (self._connection, self._checkpointer):
+                if connection is not None:
+                    connection.close()
+            self._connection = self._checkpointer = None
 
     async def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = await asyncio.to_thread(_connect, self._path)
         return self._connection
+
+    def _committed(self) -> None:
+        """Count a commit; every CHECKPOINT_EVERY, copy the WAL into the database in a thread.
+
+        The event loop's connection never checkpoints (wal_autocheckpoint=0): a checkpoint
+        writes a thousand pages and syncs the file, milliseconds during which no request
+        would be served. PASSIVE never waits for, nor blocks, a writer.
+        """
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < CHECKPOINT_EVERY:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._commits_since_checkpoint = 0
+        self._checkpoint = asyncio.ensure_future(asyncio.to_thread(self._checkpoint_wal))
+
+    def _checkpoint_wal(self) -> None:
+        """In a worker thread, on a connection of its own."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = _connect(self._path)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as error:  # the next one will try again
+            logger.warning("SQLite WAL checkpoint failed: %s", error)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -201,6 +236,7 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA wal_autocheckpoint=0")  # SqliteDatabase._committed does it
     connection.execute("PRAGMA busy_timeout=0")
     return connection
 
@@ -234,6 +270,7 @@ class _SqliteScope:
         try:
             if exc_type is None:
                 connection.execute("COMMIT")
+                self._database._committed()
         finally:
             if connection.in_transaction:  # after an error, or a COMMIT that failed
                 connection.execute("ROLLBACK")
