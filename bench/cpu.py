@@ -156,6 +156,7 @@ async def main_async(args: argparse.Namespace) -> None:
         profile = dict(spec.split(":", 1) for spec in args.profile)
         async with app.router.lifespan_context(app):
             results = {}
+            rss = {"start": _rss_mb()}
             for name, call, expected in scenarios:
                 if args.only and name not in args.only:
                     continue
@@ -163,12 +164,21 @@ async def main_async(args: argparse.Namespace) -> None:
                     name, call, expected, args.requests, args.concurrency, profile
                 )
                 await asyncio.sleep(0.5)  # background issues of request-otp
+                rss[name] = _rss_mb()
         base = results.get("reference")
         for name, micros in results.items():
             ratio = f"  ratio {base / micros:.2f}" if base else ""
-            print(f"{name:14} {micros:8.1f} µs CPU/request{ratio}")
+            print(f"{name:14} {micros:8.1f} µs CPU/request{ratio}  (RSS after: {rss[name]} MB)")
+        print(f"RSS at start (app running): {rss['start']} MB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def main() -> None:

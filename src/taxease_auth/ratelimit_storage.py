@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-import coredis
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
 
@@ -35,6 +34,8 @@ class LimitsStorage:
 def make_storage(url: str) -> LimitsStorage:
     plain = url.removeprefix("async+")
     if plain.startswith(("redis://", "rediss://")):
+        import coredis  # here: 12 MB a server on memory:// does not need
+
         # Our own pool, so shutdown can close its sockets (limits has no close()).
         pool = coredis.ConnectionPool.from_url(plain)
         options: dict[str, Any] = {"connection_pool": pool}  # typed narrower than it accepts

@@ -91,9 +91,13 @@ def mask_email(email: str) -> str:
 _FINGERPRINT_LABEL = b"taxease-auth/email-fingerprint/v1"
 
 
+@lru_cache(maxsize=4096)
 def email_fingerprint(secret_key: str, email: str) -> str:
     """A keyed hash of a canonical email: searchable (audit, rate-limit keys) without storing
-    the address. Rotating SECRET_KEY changes it; search with every key that may have made it."""
+    the address. Rotating SECRET_KEY changes it; search with every key that may have made it.
+
+    Cached: one request needs it up to four times (budgets, audit), and the addresses in
+    flight are few."""
     return hmac.digest(_fingerprint_key(secret_key), email.encode(), "sha256").hex()[:32]
 
 

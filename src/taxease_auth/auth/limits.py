@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,18 +61,19 @@ class LocalMovingWindow:
     makes one trip to a worker thread per key, again and again while hits arrive: with
     thousands of addresses' budgets, `make bench` found that task and the list copies costing
     more CPU than the requests. Here each key holds the times of its newest ``amount`` hits
-    (only those decide anything), newest first, and a key whose newest hit has left its window
-    is dropped, oldest first, in O(1) per call. Everything runs on the event loop, with no
-    await between reading and recording a hit, so concurrent requests cannot both take the
-    last slot.
+    (only those decide anything), oldest first, in a plain list (most keys hold one or two
+    hits: a deque's first block of 64 slots tripled the memory per address), and a key whose
+    newest hit has left its window is dropped, oldest first, in O(1) per call. Everything runs
+    on the event loop, with no await between reading and recording a hit, so concurrent
+    requests cannot both take the last slot.
     """
 
     def __init__(self) -> None:
-        # Per window length: key -> hit times, newest first; keys ordered by their newest hit.
-        self._windows: dict[int, OrderedDict[_Key, deque[float]]] = {}
+        # Per window length: key -> hit times, oldest first; keys ordered by their newest hit.
+        self._windows: dict[int, OrderedDict[_Key, list[float]]] = {}
 
     def _hits(self, item: RateLimitItem, identifiers: tuple[str, ...], now: float) -> tuple[
-        OrderedDict[_Key, deque[float]], _Key, deque[float] | None
+        OrderedDict[_Key, list[float]], _Key, list[float] | None
     ]:  # fmt: skip
         expiry = item.get_expiry()
         keys = self._windows.get(expiry)
@@ -81,7 +82,7 @@ class LocalMovingWindow:
         cutoff = now - expiry
         while keys:
             oldest = next(iter(keys.values()))
-            if oldest[0] >= cutoff:  # a hit exactly one window old still refuses (as limits)
+            if oldest[-1] >= cutoff:  # a hit exactly one window old still refuses (as limits)
                 break
             keys.popitem(last=False)
         # Not item.key_for(): its string building costs more than the rest of a hit. Within
@@ -93,10 +94,13 @@ class LocalMovingWindow:
         now = time.time()
         keys, key, hits = self._hits(item, identifiers, now)
         if hits is None:
-            hits = keys[key] = deque(maxlen=item.amount)
-        elif len(hits) >= item.amount and hits[-1] >= now - item.get_expiry():
-            return False
-        hits.appendleft(now)
+            keys[key] = [now]
+            return True
+        if len(hits) >= item.amount:
+            if hits[-item.amount] >= now - item.get_expiry():
+                return False
+            del hits[: len(hits) - item.amount + 1]  # only the newest ``amount`` can matter
+        hits.append(now)
         keys.move_to_end(key)
         return True
 
@@ -109,18 +113,18 @@ class LocalMovingWindow:
         now = time.time()
         _, _, hits = self._hits(item, identifiers, now)
         count = self._in_window(hits, now - item.get_expiry())
-        start = hits[count - 1] if hits and count else now
+        start = hits[-count] if hits and count else now
         return WindowStats(start + item.get_expiry(), item.amount - count)
 
     @staticmethod
-    def _in_window(hits: deque[float] | None, cutoff: float) -> int:
-        """How many of ``hits`` (newest first) are later than ``cutoff``."""
+    def _in_window(hits: list[float] | None, cutoff: float) -> int:
+        """How many of ``hits`` (oldest first) are later than ``cutoff``."""
         if not hits:
             return 0
-        if hits[-1] > cutoff:
+        if hits[0] > cutoff:
             return len(hits)
         count = 0
-        for at in hits:
+        for at in reversed(hits):
             if at <= cutoff:
                 break
             count += 1
