@@ -1,13 +1,17 @@
 """Engine and sessions. Nothing is created at import time: the app's lifespan owns the engine.
 
+The engine serves the ORM's users: the delivery worker, reports, the CLI, migrations. The
+account flows (the request path) reach the same database through ``store/sql.py`` instead.
+
 SQLite is reached through aiosqlite, which runs every call on the connection in a thread of
 its own. Two choices here keep that cheap (measured with `make bench`, see bench/http.py):
 
-- **One connection per process.** Every transaction begins with ``BEGIN IMMEDIATE`` (below),
-  so two connections of one process never work at once anyway; with several, the losers wait
-  in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and turned a few
-  collisions into seconds of p99. With one, sessions queue for it in the pool, without
-  sleeping. Other processes (the CLI, a separate worker) still meet the busy timeout.
+- **One engine connection per process.** Every transaction begins with ``BEGIN IMMEDIATE``
+  (below), so two connections of one process never write at once anyway; with several, the
+  losers wait in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms between tries and
+  turned a few collisions into seconds of p99. With one, sessions queue for it in the pool,
+  without sleeping. The request path's own connection (store/sql.py) and other processes
+  (the CLI, a separate worker) still meet the busy timeout; their transactions are short.
 - **One trip to the thread per statement.** SQLAlchemy's aiosqlite adapter makes four (open a
   cursor, execute, fetch, close), each a hand-off between the event loop and the thread and
   back; ``_OneTripCursor`` does all four in one.
@@ -15,6 +19,7 @@ its own. Two choices here keep that cheap (measured with `make bench`, see bench
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 from typing import Any, cast
@@ -172,10 +177,17 @@ class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         adapted = cast(_OneTripConnection, self._adapt_connection)
         async with adapted._execute_mutex:
             begin, adapted._pending_begin = adapted._pending_begin, None
-            # aiosqlite's own way into its thread (Connection.execute and friends use it).
-            outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
-                _run, connection._conn, operation, parameters, many=many, begin=begin
-            )
+            if begin is not None:
+                await adapted.take_write_lock()
+            try:
+                # aiosqlite's own way into its thread (Connection.execute and friends use it).
+                outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
+                    _run, connection._conn, operation, parameters, many=many, begin=begin
+                )
+            except BaseException:
+                if not connection._conn.in_transaction:  # BEGIN itself failed
+                    adapted.give_write_lock_back()
+                raise
         self._description, rows, self._lastrowid, self._rowcount = outcome
         self._rows = collections.deque(rows) if rows is not None else collections.deque()
 
@@ -186,31 +198,70 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     usually right after a commit: without the check, one more trip for nothing. sqlite3's own
     commit and rollback do nothing outside a transaction either.)"""
 
-    __slots__ = ("_pending_begin",)
+    __slots__ = ("_holds_write_lock", "_pending_begin", "_write_lock")
     _cursor_cls = _OneTripCursor
 
-    def __init__(self, dbapi: Any, connection: Any) -> None:
+    def __init__(self, dbapi: Any, connection: Any, write_lock: asyncio.Lock) -> None:
         super().__init__(dbapi, connection)
         self._pending_begin: str | None = None
+        self._write_lock = write_lock
+        self._holds_write_lock = False
 
     def begin_with_next_statement(self, begin: str) -> None:
         self._pending_begin = begin
 
+    async def take_write_lock(self) -> None:
+        if not self._holds_write_lock:
+            await self._write_lock.acquire()
+            self._holds_write_lock = True
+
+    def give_write_lock_back(self) -> None:
+        if self._holds_write_lock:
+            self._holds_write_lock = False
+            self._write_lock.release()
+
     def commit(self) -> None:
         self._pending_begin = None  # a transaction without a statement: nothing began
-        if self._connection.in_transaction:
-            super().commit()
+        try:
+            if self._connection.in_transaction:
+                super().commit()
+        finally:
+            self.give_write_lock_back()
 
     def rollback(self) -> None:
         self._pending_begin = None
-        if self._connection.in_transaction:
-            super().rollback()
+        try:
+            if self._connection.in_transaction:
+                super().rollback()
+        finally:
+            self.give_write_lock_back()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_write_lock_back()
 
 
 class _OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The aiosqlite DBAPI adapter, handing out connections whose cursors take one trip."""
 
+    def __init__(self, aiosqlite: Any, sqlite: Any) -> None:
+        super().__init__(aiosqlite, sqlite)
+        self.write_lock = asyncio.Lock()
+
     def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
         connection = self.aiosqlite.connect(*arg, **kw)
         connection._thread.daemon = True  # as SQLAlchemy's adapter does: never blocks exit
-        return _OneTripConnection(self, await_(connection))
+        return _OneTripConnection(self, await_(connection), self.write_lock)
+
+
+def sqlite_write_lock(engine: AsyncEngine) -> asyncio.Lock:
+    """What every transaction of this process on ``engine``'s SQLite file holds, the engine's
+    and the request path's (store/sql.py): they take turns here, on the event loop, instead
+    of in SQLite's busy handler, whose sleeps (1, 2, 5, 10... ms, in a thread and on the loop
+    in turn) let a busy delivery worker and a flood of requests starve each other for
+    hundreds of ms (`make bench`, request-otp)."""
+    dbapi = engine.dialect.dbapi
+    assert isinstance(dbapi, _OneTripDBAPI), "not an engine of make_engine() on SQLite"
+    return dbapi.write_lock

@@ -12,12 +12,12 @@ capped verify-otp at a twentieth of the framework's own rate.
   engine's pool and drives it directly.
 - **SQLite: a connection of its own, on the event loop.** These statements are index lookups
   of microseconds; a hand-off to a thread and back (aiosqlite) costs more than the statement,
-  and so does a checkout from SQLAlchemy's pool. Transactions take turns on an asyncio lock.
-  What must not happen on the loop is a *wait*: the write lock may be held by the engine's
-  connection (the delivery worker) or another process (a CLI command), so this connection has
-  no busy timeout, and ``_begin_immediate`` pauses with ``asyncio.sleep`` between tries. Once
-  BEGIN IMMEDIATE holds the write lock nothing else waits in WAL mode (readers never block a
-  writer).
+  and so does a checkout from SQLAlchemy's pool. Its transactions and the engine's take turns
+  on one asyncio lock (``store.db.sqlite_write_lock``), so within the process nobody waits in
+  SQLite. What must not happen on the loop is a wait for *another process* (a CLI command, a
+  separate worker): this connection has no busy timeout, and ``_begin_immediate`` pauses with
+  ``asyncio.sleep`` between tries. Once BEGIN IMMEDIATE holds the write lock nothing else waits
+  in WAL mode (readers never block a writer).
 - **Rows are tuples.** Columns are read by position in the functions that wrote the SELECT.
   SQLite gives timestamps back as text: ``utc()`` turns either driver's value into an aware
   UTC datetime, and ``_sqlite_value`` writes them as SQLAlchemy does (naive UTC, microseconds),
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taxease_auth.store.db import SQLITE_BUSY_TIMEOUT_MS
+from taxease_auth.store.db import SQLITE_BUSY_TIMEOUT_MS, sqlite_write_lock
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def database_for(engine: AsyncEngine) -> Database:
     """The lean way to ``engine``'s database (on SQLite, to the same file)."""
     if engine.dialect.name == "sqlite":
         assert engine.url.database is not None
-        return SqliteDatabase(engine.url.database)
+        return SqliteDatabase(engine.url.database, sqlite_write_lock(engine))
     # Imported here: asyncpg is not loaded by a server that does not use it.
     from taxease_auth.store.sql_postgres import PostgresDatabase
 
@@ -174,10 +174,10 @@ class _SqliteTransaction:
 class SqliteDatabase:
     """A connection of its own, used from the event loop, one transaction at a time."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, write_lock: asyncio.Lock) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._lock = write_lock  # shared with the engine's connection (store/db.py)
         self._commits_since_checkpoint = 0
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint: asyncio.Future[None] | None = None
@@ -278,10 +278,10 @@ class _SqliteScope:
 
 
 async def _begin_immediate(connection: sqlite3.Connection) -> None:
-    """Take the write lock; while another connection holds it, try again after a pause (as
+    """Take SQLite's write lock; while another process holds it, try again after a pause (as
     SQLite's busy handler would, but without blocking the event loop), for up to the busy
-    timeout. The other holder is the engine's connection in this process (the delivery
-    worker) or another process; its transactions last milliseconds."""
+    timeout. (This process's other connection, the engine's, waits for its turn on
+    ``sqlite_write_lock`` instead.)"""
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     pause = 0.0005
     while True:

@@ -1,0 +1,195 @@
+"""store/sql.py: the request path's SQL, straight to the driver, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taxease_auth.config import Settings
+from taxease_auth.store import users
+from taxease_auth.store.db import make_engine, make_sessionmaker
+from taxease_auth.store.models import User
+from taxease_auth.store.sql import Conflict, Database, Statement, database_for, utc
+from tests.conftest import SettingsFactory
+
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(make_settings: SettingsFactory) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(make_settings())
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def database(engine: AsyncEngine) -> AsyncIterator[Database]:
+    database = database_for(engine)
+    yield database
+    await database.close()
+
+
+async def add_user(database: Database, email: str) -> int:
+    async with database.transaction() as tx:
+        return await users.add(
+            tx,
+            email=email,
+            password_hash="not-a-real-hash",
+            first_name="Ada",
+            last_name="Lovelace",
+            verified=False,
+            now=NOW,
+        )
+
+
+def test_statement_numbers_each_name_once_for_asyncpg() -> None:
+    statement = Statement("UPDATE t SET a = :a, b = :b WHERE a < :a AND c::text = :c")
+
+    assert statement.text == "UPDATE t SET a = :a, b = :b WHERE a < :a AND c::text = :c"
+    assert statement.positional == "UPDATE t SET a = $1, b = $2 WHERE a < $1 AND c::text = $3"
+    assert statement.names == ("a", "b", "c")
+
+
+def test_timestamps_come_back_as_aware_utc_from_either_driver() -> None:
+    assert utc("2026-11-25 12:00:00.000000") == NOW  # SQLite's text, as SQLAlchemy writes it
+    assert utc(NOW.astimezone(UTC)) == NOW
+    assert utc(None) is None
+
+
+async def test_rows_written_here_read_back_through_the_orm(
+    database: Database, engine: AsyncEngine
+) -> None:
+    user_id = await add_user(database, "ada@example.com")
+
+    async with make_sessionmaker(engine)() as session:
+        user = (await session.scalars(select(User).where(User.id == user_id))).one()
+    assert user.email == "ada@example.com"
+    assert user.created_at == NOW
+    assert user.email_verified is False
+    async with database.transaction() as tx:
+        row = await users.get_by_id(tx, user_id)
+    assert row is not None
+    assert (row.created_at, row.email_verified, row.last_login_at) == (NOW, False, None)
+
+
+async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
+    database: Database,
+) -> None:
+    await add_user(database, "twice@example.com")
+
+    with pytest.raises(Conflict):
+        async with database.transaction() as tx:
+            await users.record_login(tx, 1, now=NOW + timedelta(hours=1), new_password_hash=None)
+            await users.add(
+                tx,
+                email="twice@example.com",
+                password_hash="x",
+                first_name="A",
+                last_name="B",
+                verified=False,
+                now=NOW,
+            )
+
+    async with database.transaction() as tx:
+        row = await users.get_by_email(tx, "twice@example.com")
+    assert row is not None
+    assert row.last_login_at is None  # the update before the conflict was rolled back
+
+
+async def test_an_error_inside_the_block_rolls_back_and_the_next_transaction_works(
+    database: Database,
+) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with database.transaction() as tx:
+            await users.add(
+                tx,
+                email="ghost@example.com",
+                password_hash="x",
+                first_name="A",
+                last_name="B",
+                verified=False,
+                now=NOW,
+            )
+            raise RuntimeError("boom")
+
+    await add_user(database, "real@example.com")
+    async with database.transaction() as tx:
+        assert await users.get_by_email(tx, "ghost@example.com") is None
+        assert await users.get_by_email(tx, "real@example.com") is not None
+
+
+async def test_the_engine_and_the_request_path_take_turns(
+    database: Database, engine: AsyncEngine
+) -> None:
+    """An ORM transaction (the delivery worker's) and the request path's never fail each
+    other: the second waits for the first, and the event loop keeps serving meanwhile."""
+    user_id = await add_user(database, "turns@example.com")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def request_path() -> None:
+        async with database.transaction() as tx:
+            await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            user = (await session.scalars(select(User).where(User.id == user_id))).one()
+            user.first_name = "Changed"
+            await session.flush()
+            waiting = asyncio.create_task(request_path())
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+        await asyncio.wait_for(waiting, timeout=5)
+    finally:
+        ticking.cancel()
+    assert ticks >= 10, "the event loop stalled while the request path waited"
+    async with database.transaction() as tx:
+        row = await users.get_by_id(tx, user_id)
+    assert row is not None
+    assert (row.first_name, row.last_login_at) == ("Changed", NOW)
+
+
+@pytest.mark.sqlite_only
+async def test_another_process_holding_sqlite_is_waited_for_without_blocking_the_loop(
+    database: Database, make_settings: SettingsFactory
+) -> None:
+    settings: Settings = make_settings()
+    user_id = await add_user(database, "other@example.com")
+    path = settings.database_url.removeprefix("sqlite:///")
+    other = sqlite3.connect(path, isolation_level=None)  # as a CLI command would hold it
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def request_path() -> None:
+        async with database.transaction() as tx:
+            await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        waiting = asyncio.create_task(request_path())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(waiting, timeout=5)
+    finally:
+        ticking.cancel()
+        other.close()
+    assert ticks >= 20, "the event loop stalled while SQLite was locked by another process"
