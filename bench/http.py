@@ -47,7 +47,10 @@ Scenarios, and what each ratio is taken against:
 
 Results: a table on stdout and ``bench/results/http-<time>.json``. Exit status 0 when every
 target holds, 1 when one misses, 2 when the run failed (unexpected statuses, errors).
-``--profile DIR`` also records each scenario with py-spy (``pip install py-spy``); the
+``--server-env NAME=VALUE`` changes one server setting for an A/B (the results say so), e.g.
+``EMBEDDED_WORKER=false`` to see the request path without the delivery worker beside it;
+``python -m bench.cpu`` gives the CPU per request in process, in seconds, for quick A/Bs of the
+code. ``--profile DIR`` also records each scenario with py-spy (``pip install py-spy``); the
 environment variable BENCH_CLI names another ``taxease-auth`` executable to start (a wrapper
 that patches or profiles the server, for an A/B in the same conditions).
 """
@@ -596,7 +599,10 @@ class Run:
             PASSWORD_HASH_PARALLELISM="4",
             **RAISED_LIMITS,
         )
-        env.update(json.loads(os.environ.get("BENCH_EXTRA_ENV", "{}")))  # EXPERIMENT
+        for setting in self.args.server_env:  # an A/B of one setting, said in the results
+            name, _, value = setting.partition("=")
+            env[name] = value
+            self.notes.append(f"server setting changed for this run: {name}={value}")
         assert set(SERVER_VARIABLES) <= set(env)
         return env
 
@@ -1031,6 +1037,14 @@ def main() -> None:
         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy each scenario into DIR")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a server variable for the run, e.g. EMBEDDED_WORKER=false or ACCESS_LOG=false "
+        "(an A/B; the results say so)",
+    )
     args = parser.parse_args()
     unknown = set(args.scenarios) - set(ALL_SCENARIOS)
     if unknown:
