@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -48,6 +49,28 @@ async def add_user(database: Database, email: str) -> int:
         )
 
 
+async def record_login(database: Database, user_id: int) -> None:
+    async with database.transaction() as tx:
+        await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
+
+
+@asynccontextmanager
+async def loop_turns() -> AsyncIterator[list[int]]:
+    """Counts 5 ms sleeps that ended while the block ran: a stalled event loop counts none."""
+    turns = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            turns[0] += 1
+
+    ticking = asyncio.create_task(tick())
+    try:
+        yield turns
+    finally:
+        ticking.cancel()
+
+
 def test_statement_numbers_each_name_once_for_asyncpg() -> None:
     statement = Statement("UPDATE t SET a = :a, b = :b WHERE a < :a AND c::text = :c")
 
@@ -81,11 +104,12 @@ async def test_rows_written_here_read_back_through_the_orm(
 async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
     database: Database,
 ) -> None:
-    await add_user(database, "twice@example.com")
+    user_id = await add_user(database, "twice@example.com")
 
-    with pytest.raises(Conflict):
+    async def log_in_then_register_the_address_again() -> None:
         async with database.transaction() as tx:
-            await users.record_login(tx, 1, now=NOW + timedelta(hours=1), new_password_hash=None)
+            later = NOW + timedelta(hours=1)
+            await users.record_login(tx, user_id, now=later, new_password_hash=None)
             await users.add(
                 tx,
                 email="twice@example.com",
@@ -96,6 +120,9 @@ async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
                 now=NOW,
             )
 
+    with pytest.raises(Conflict):
+        await log_in_then_register_the_address_again()
+
     async with database.transaction() as tx:
         row = await users.get_by_email(tx, "twice@example.com")
     assert row is not None
@@ -105,7 +132,7 @@ async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
 async def test_an_error_inside_the_block_rolls_back_and_the_next_transaction_works(
     database: Database,
 ) -> None:
-    with pytest.raises(RuntimeError, match="boom"):
+    async def register_then_fail() -> None:
         async with database.transaction() as tx:
             await users.add(
                 tx,
@@ -117,6 +144,9 @@ async def test_an_error_inside_the_block_rolls_back_and_the_next_transaction_wor
                 now=NOW,
             )
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await register_then_fail()
 
     await add_user(database, "real@example.com")
     async with database.transaction() as tx:
@@ -130,31 +160,17 @@ async def test_the_engine_and_the_request_path_take_turns(
     """An ORM transaction (the delivery worker's) and the request path's never fail each
     other: the second waits for the first, and the event loop keeps serving meanwhile."""
     user_id = await add_user(database, "turns@example.com")
-    ticks = 0
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    async def request_path() -> None:
-        async with database.transaction() as tx:
-            await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
-
-    ticking = asyncio.create_task(ticker())
-    try:
+    async with loop_turns() as turns:
         async with make_sessionmaker(engine).begin() as session:
             user = (await session.scalars(select(User).where(User.id == user_id))).one()
             user.first_name = "Changed"
             await session.flush()
-            waiting = asyncio.create_task(request_path())
+            waiting = asyncio.create_task(record_login(database, user_id))
             await asyncio.sleep(0.2)
             assert not waiting.done()
         await asyncio.wait_for(waiting, timeout=5)
-    finally:
-        ticking.cancel()
-    assert ticks >= 10, "the event loop stalled while the request path waited"
+    assert turns[0] >= 10, "the event loop stalled while the request path waited"
     async with database.transaction() as tx:
         row = await users.get_by_id(tx, user_id)
     assert row is not None
@@ -170,26 +186,14 @@ async def test_another_process_holding_sqlite_is_waited_for_without_blocking_the
     path = settings.database_url.removeprefix("sqlite:///")
     other = sqlite3.connect(path, isolation_level=None)  # as a CLI command would hold it
     other.execute("BEGIN IMMEDIATE")
-    ticks = 0
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    async def request_path() -> None:
-        async with database.transaction() as tx:
-            await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
-
-    ticking = asyncio.create_task(ticker())
     try:
-        waiting = asyncio.create_task(request_path())
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        other.execute("COMMIT")
-        await asyncio.wait_for(waiting, timeout=5)
+        async with loop_turns() as turns:
+            waiting = asyncio.create_task(record_login(database, user_id))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(waiting, timeout=5)
     finally:
-        ticking.cancel()
         other.close()
-    assert ticks >= 20, "the event loop stalled while SQLite was locked by another process"
+    assert turns[0] >= 20, "the event loop stalled while SQLite was locked by another process"
