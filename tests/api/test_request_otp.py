@@ -3,6 +3,8 @@ address's state; a new code retires the previous one; a login code only for a li
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.api.conftest import (
@@ -190,3 +192,24 @@ async def test_login_code_is_not_resent_for_another_accounts_challenge(
     await request_otp(app.client, "theirs@example.com", "login", challenge_id=challenge)
 
     assert await outbox_kinds(app, "theirs@example.com") == ["email_verification"]
+
+
+async def test_a_flood_of_requests_waits_for_room_and_every_answered_request_gets_its_code(
+    app: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the cap of issues in progress, answers wait (first come, first served) instead
+    of promising codes that would never be issued; every 202 is followed by its code."""
+    emails = [f"flood{n}@example.com" for n in range(8)]
+    for email in emails:
+        assert (await register(app.client, email)).status_code == 201
+    monkeypatch.setattr("taxease_auth.auth.service.MAX_ISSUES_IN_PROGRESS", 2)
+    monkeypatch.setattr("taxease_auth.auth.service.ISSUE_BATCH", 1)
+
+    responses = await asyncio.wait_for(  # a request nobody wakes fails here, not hangs
+        asyncio.gather(*(request_otp(app.client, email) for email in emails for _ in range(4))),
+        timeout=30,
+    )
+
+    assert [response.status_code for response in responses] == [202] * 32
+    for email in emails:
+        assert await outbox_kinds(app, email) == ["email_verification"] * 5

@@ -213,10 +213,23 @@ class AuthService:
         rate codes can be issued, instead of promising more than will be sent. The wait
         depends on the load only, never on the address asked for.
         """
-        while len(self._issue_queue) + self._issuing >= MAX_ISSUES_IN_PROGRESS:
+        if (
+            self._waiting_for_capacity
+            or len(self._issue_queue) + self._issuing >= MAX_ISSUES_IN_PROGRESS
+        ):
+            # First come, first served: a newcomer never overtakes a waiting request, and a
+            # woken request goes ahead without checking again (re-queued at the back, some
+            # waited seconds while newcomers took every slot: `make bench`, request-otp).
             waiter = asyncio.get_running_loop().create_future()
             self._waiting_for_capacity.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:  # the client went away
+                if waiter in self._waiting_for_capacity:
+                    self._waiting_for_capacity.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake_waiting_requests(1)  # it had been given room: pass it on
+                raise
 
     def queue_requested_code(
         self, email: str, purpose: Purpose, *, client_ip: str, challenge_id: str | None = None
