@@ -16,8 +16,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from taxease_auth.mail.backends.console import ConsoleBackend
 from taxease_auth.store import migrate
 from taxease_auth.store.db import make_sessionmaker
 from taxease_auth.store.models import Base, EmailOutbox
+from tests.support import redis_server, require_server
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import find_binaries as find_postgres_binaries
 
@@ -466,74 +465,12 @@ def ses_settings(make_settings: SettingsFactory, ses: SesInbox) -> SettingsFacto
 
 # --- Redis (shared rate limits) --------------------------------------------------------------
 
-REDIS_MISSING = (
-    "redis-server not found: install it (Debian: apt-get install redis-server) to run the "
-    "shared rate-limit tests; .ci/run installs it"
-)
-
-
-def require_server(binary: str | None, reason: str) -> str:
-    """The binary's path; skip when missing, but fail under CI=true (a green CI must have
-    touched every real server)."""
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, for the whole session."""
-    binary = require_server(
-        shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin"),
-        REDIS_MISSING,
-    )
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture
