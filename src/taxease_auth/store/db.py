@@ -43,6 +43,8 @@ from sqlalchemy.util.concurrency import await_
 from taxease_auth.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Every connection of this service to an SQLite file, the engine's and store/sql.py's.
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
@@ -70,10 +72,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit one.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -239,6 +240,14 @@ class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def close(self) -> None:
         try:
             super().close()
+        finally:
+            self.give_write_lock_back()
+
+    def terminate(self) -> None:
+        """SQLAlchemy's way out for a connection invalidated mid-statement (its task was
+        cancelled): no rollback or close comes after it, so the turn is given back here."""
+        try:
+            super().terminate()
         finally:
             self.give_write_lock_back()
 

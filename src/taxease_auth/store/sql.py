@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taxease_auth.store.db import SQLITE_BUSY_TIMEOUT_MS, sqlite_write_lock
+from taxease_auth.store.db import SQLITE_BUSY_TIMEOUT_MS, SQLITE_PRAGMAS, sqlite_write_lock
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +231,10 @@ def _connect(path: str) -> sqlite3.Connection:
         path,
         isolation_level=None,  # BEGIN and COMMIT are ours
         check_same_thread=False,  # opened in a worker thread, used on the event loop
-        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,  # only for the set-up below, in the thread
     )
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute("PRAGMA foreign_keys=ON")
+    for pragma in SQLITE_PRAGMAS:
+        connection.execute(pragma)
     connection.execute("PRAGMA wal_autocheckpoint=0")  # SqliteDatabase._committed does it
     connection.execute("PRAGMA busy_timeout=0")
     return connection
