@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxease_auth.config import Settings
@@ -20,6 +21,11 @@ from taxease_auth.store.sql import Conflict, Database, Statement, database_for, 
 from tests.conftest import SettingsFactory
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+# A statement that keeps SQLite busy for about half a second.
+SLOW_QUERY = """
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
+    SELECT count(*) FROM n
+"""
 
 
 @pytest.fixture
@@ -33,7 +39,7 @@ async def engine(make_settings: SettingsFactory) -> AsyncIterator[AsyncEngine]:
 async def database(engine: AsyncEngine) -> AsyncIterator[Database]:
     database = database_for(engine)
     yield database
-    await database.close()
+    await asyncio.wait_for(database.close(), timeout=5)  # a turn never given back fails here
 
 
 async def add_user(database: Database, email: str) -> int:
@@ -197,3 +203,24 @@ async def test_another_process_holding_sqlite_is_waited_for_without_blocking_the
     finally:
         other.close()
     assert turns[0] >= 20, "the event loop stalled while SQLite was locked by another process"
+
+
+@pytest.mark.sqlite_only
+async def test_a_session_cancelled_mid_statement_leaves_the_request_path_its_turn(
+    database: Database, engine: AsyncEngine
+) -> None:
+    """A task cancelled while its statement runs (the worker's housekeeping, stopped) gets its
+    connection invalidated, not rolled back: the turn it held must come back all the same."""
+    user_id = await add_user(database, "cancelled@example.com")
+
+    async def slow_housekeeping() -> None:
+        async with make_sessionmaker(engine).begin() as session:
+            await session.execute(text(SLOW_QUERY))
+
+    slow = asyncio.create_task(slow_housekeeping())
+    await asyncio.sleep(0.1)  # the statement is running in aiosqlite's thread
+    slow.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await slow
+
+    await asyncio.wait_for(record_login(database, user_id), timeout=5)
