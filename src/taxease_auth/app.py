@@ -72,8 +72,11 @@ def create_app(
         await anyio.to_thread.run_sync(common_passwords)  # load the list before the first request
         # On SQLite this takes the single-worker lock: a second worker on the same database
         # stops the start-up here with OutboxLocked.
+        database = database_for(engine)
         worker = (
-            build_worker(settings, sessions=sessions, backend=backend, clock=clock)
+            build_worker(
+                settings, sessions=sessions, backend=backend, clock=clock, database=database
+            )
             if settings.embedded_worker
             else None
         )
@@ -83,7 +86,6 @@ def create_app(
         app.state.worker = worker
         limits_storage = make_storage(settings.rate_limit_storage_url)
         app.state.rate_limits = rate_limits = RateLimits(settings, limits_storage.storage)
-        database = database_for(engine)
         app.state.auth_service = AuthService(
             settings=settings,
             database=database,

@@ -101,13 +101,14 @@ async def test_a_claim_skips_rows_another_transaction_holds_and_never_waits(
     first, second = pools(), pools()
     await queue_mails(first, 10)
     now = SystemClock().now()
+    first_db, second_db = database_for(first.kw["bind"]), database_for(second.kw["bind"])
 
-    async with first.begin() as holding:
+    async with first_db.transaction() as holding:
         held = await outbox.claim_due(holding, worker_id="first", now=now, lease=LEASE, limit=4)
         # The first transaction is still open: its rows are locked, their lease not visible.
-        async with second.begin() as session:
+        async with second_db.transaction() as tx:
             taken = await asyncio.wait_for(
-                outbox.claim_due(session, worker_id="second", now=now, lease=LEASE, limit=10),
+                outbox.claim_due(tx, worker_id="second", now=now, lease=LEASE, limit=10),
                 timeout=NOT_BLOCKED_SECONDS,
             )
 
@@ -115,10 +116,8 @@ async def test_a_claim_skips_rows_another_transaction_holds_and_never_waits(
     assert len(taken) == 6
     assert {row.id for row in held}.isdisjoint(row.id for row in taken)
     # Both leases are committed now: nothing is left to claim.
-    async with second.begin() as session:
-        assert (
-            await outbox.claim_due(session, worker_id="third", now=now, lease=LEASE, limit=10) == []
-        )
+    async with second_db.transaction() as tx:
+        assert await outbox.claim_due(tx, worker_id="third", now=now, lease=LEASE, limit=10) == []
     leased_by = collections.Counter(row.leased_by for row in await outbox_rows(first))
     assert leased_by == {"first": 4, "second": 6}
 

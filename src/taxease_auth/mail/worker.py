@@ -54,7 +54,8 @@ from taxease_auth.mail.message import Message
 from taxease_auth.mail.pacing import SendPacer, shared_pacer
 from taxease_auth.store import housekeeping as retention_rules
 from taxease_auth.store import outbox
-from taxease_auth.store.models import EmailOutbox
+from taxease_auth.store.outbox import ClaimedMail
+from taxease_auth.store.sql import Database, database_for
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ class DeliveryWorker:
     this worker alone. ``lock`` (SQLite: one worker) must be held to deliver: ``run()`` waits
     for it when another worker has it, and releases it when it ends. ``retention`` (None: no
     purge) is applied by the housekeeping at its first pass, then every ``retention.every`` by
-    ``clock``.
+    ``clock``. Claims and outcomes go through ``database`` (SQL text, ``store/sql.py``; by
+    default one of the worker's own on ``sessions``' engine), the housekeeping through
+    ``sessions`` (the ORM: once a poll, not once a mail).
     """
 
     def __init__(
@@ -170,10 +173,13 @@ class DeliveryWorker:
         poll_interval: float = 1.0,
         lock: outbox.SqliteWorkerLock | None = None,
         retention: Retention | None = None,
+        database: Database | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._sessions = sessions
+        self._owns_database = database is None
+        self._database = database if database is not None else database_for(sessions.kw["bind"])
         self._backend = backend
         self._sender = sender
         self._clock = clock
@@ -221,6 +227,11 @@ class DeliveryWorker:
             self._concurrency,
         )
         maintenance: asyncio.Task[None] | None = None
+        database_away: tuple[type[Exception], ...] = (
+            SQLAlchemyError,
+            OSError,
+            *self._database.errors,
+        )
         try:
             if not await self._until_stopped(self._take_lock()):
                 return
@@ -231,7 +242,7 @@ class DeliveryWorker:
                 try:
                     if await self._dispatch() is None:
                         await self._idle()
-                except (SQLAlchemyError, OSError) as error:
+                except database_away as error:
                     # The database is away: the rows wait in it; try again after a pause.
                     logger.error(
                         "delivery worker %s cannot claim mail: %s",
@@ -254,6 +265,7 @@ class DeliveryWorker:
             self._pacer.close()
             if self._lock is not None:
                 self._lock.release()
+            await self._close_database()
             logger.info("delivery worker %s stopped", self.worker_id)
 
     async def _take_lock(self) -> bool:
@@ -280,11 +292,19 @@ class DeliveryWorker:
         if not self._rate_known:
             await self._refresh_rate()
         handled = 0
-        while await self._dispatch() is not None:
-            handled += 1
-        await self._drain()
-        await self.housekeeping()
+        try:
+            while await self._dispatch() is not None:
+                handled += 1
+            await self._drain()
+            await self.housekeeping()
+        finally:
+            await self._close_database()
         return handled
+
+    async def _close_database(self) -> None:
+        # Only the worker's own (reopened if it runs again); a database given is its owner's.
+        if self._owns_database:
+            await self._database.close()
 
     # --- dispatching ---------------------------------------------------------------------
 
@@ -332,14 +352,14 @@ class DeliveryWorker:
             await asyncio.wait({started})
         return started
 
-    def _needs_turn(self, row: EmailOutbox) -> bool:
+    def _needs_turn(self, row: ClaimedMail) -> bool:
         """Whether delivering ``row`` calls the backend (an expired or bodyless row does not)."""
         expired = row.send_before is not None and row.send_before <= self._clock.now()
         return not expired and row.html_body is not None and row.text_body is not None
 
-    async def _release(self, row: EmailOutbox) -> None:
-        async with self._sessions.begin() as session:
-            await outbox.release(session, row.id, now=self._clock.now())
+    async def _release(self, row: ClaimedMail) -> None:
+        async with self._database.transaction() as tx:
+            await outbox.release(tx, row.id, now=self._clock.now())
 
     def _maintenance_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -359,14 +379,10 @@ class DeliveryWorker:
                 exc_info=task.exception(),
             )
 
-    async def _claim_one(self) -> EmailOutbox | None:
-        async with self._sessions.begin() as session:
+    async def _claim_one(self) -> ClaimedMail | None:
+        async with self._database.transaction() as tx:
             rows = await outbox.claim_due(
-                session,
-                worker_id=self.worker_id,
-                now=self._clock.now(),
-                lease=self._lease,
-                limit=1,
+                tx, worker_id=self.worker_id, now=self._clock.now(), lease=self._lease, limit=1
             )
         return rows[0] if rows else None
 
@@ -407,18 +423,18 @@ class DeliveryWorker:
 
     # --- one row ---------------------------------------------------------------------------
 
-    async def _deliver(self, row: EmailOutbox, *, probing: bool) -> Outcome:
+    async def _deliver(self, row: ClaimedMail, *, probing: bool) -> Outcome:
         now = self._clock.now()
         context = (row.id, row.kind, mask_email(row.recipient), row.idempotency_key)
         if row.send_before is not None and row.send_before <= now:
-            async with self._sessions.begin() as session:
-                await outbox.mark_expired(session, row.id, now=now)
+            async with self._database.transaction() as tx:
+                await outbox.mark_expired(tx, row.id, now=now)
             metrics.MAILS.labels(kind=row.kind, outcome="expired").inc()
             logger.warning("outbox %s (%s to %s, key %s) expired before delivery", *context)
             return Outcome.EXPIRED
         if row.html_body is None or row.text_body is None:
-            async with self._sessions.begin() as session:
-                await outbox.mark_failed(session, row.id, error="body missing", now=now)
+            async with self._database.transaction() as tx:
+                await outbox.mark_failed(tx, row.id, error="body missing", now=now)
             metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
             metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="invalid").inc()
             logger.error("outbox %s (%s to %s, key %s) has no body: not sent", *context)
@@ -450,9 +466,9 @@ class DeliveryWorker:
                 return await self._account_wide(row, error, context, probing=probing)
             return await self._fail(row, error, context, probing=probing)
         metrics.SEND_SECONDS.observe(loop.time() - started)
-        async with self._sessions.begin() as session:
+        async with self._database.transaction() as tx:
             await outbox.mark_sent(
-                session,
+                tx,
                 row.id,
                 provider_message_id=result.provider_message_id,
                 now=self._clock.now(),
@@ -469,7 +485,7 @@ class DeliveryWorker:
 
     async def _retry_later(
         self,
-        row: EmailOutbox,
+        row: ClaimedMail,
         error: TransientSendError,
         context: tuple[object, ...],
         *,
@@ -478,8 +494,8 @@ class DeliveryWorker:
         now = self._clock.now()
         retry_at = now + timedelta(seconds=backoff_delay(row.attempts))
         reason = f"{POSSIBLY_SENT}{error.reason}" if error.possibly_sent else error.reason
-        async with self._sessions.begin() as session:
-            await outbox.mark_retry(session, row.id, error=reason, retry_at=retry_at, now=now)
+        async with self._database.transaction() as tx:
+            await outbox.mark_retry(tx, row.id, error=reason, retry_at=retry_at, now=now)
         metrics.MAILS.labels(kind=row.kind, outcome="retried").inc()
         metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="transient").inc()
         logger.warning(
@@ -495,14 +511,14 @@ class DeliveryWorker:
 
     async def _fail(
         self,
-        row: EmailOutbox,
+        row: ClaimedMail,
         error: PermanentSendError,
         context: tuple[object, ...],
         *,
         probing: bool,
     ) -> Outcome:
-        async with self._sessions.begin() as session:
-            await outbox.mark_failed(session, row.id, error=error.reason, now=self._clock.now())
+        async with self._database.transaction() as tx:
+            await outbox.mark_failed(tx, row.id, error=error.reason, now=self._clock.now())
         metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
         metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="permanent").inc()
         logger.error("outbox %s (%s to %s, key %s) failed permanently: %s", *context, error.reason)
@@ -513,7 +529,7 @@ class DeliveryWorker:
 
     async def _account_wide(
         self,
-        row: EmailOutbox,
+        row: ClaimedMail,
         error: PermanentSendError,
         context: tuple[object, ...],
         *,
@@ -525,8 +541,8 @@ class DeliveryWorker:
             # A probe, or a send that was already in flight when the breaker opened: the row
             # is not this message's fault. It goes back to the queue (its code may still
             # leave once SES is fixed, or it expires).
-            async with self._sessions.begin() as session:
-                await outbox.mark_retry(session, row.id, error=error.reason, retry_at=now, now=now)
+            async with self._database.transaction() as tx:
+                await outbox.mark_retry(tx, row.id, error=error.reason, retry_at=now, now=now)
             if probing:
                 self.breaker.probe_failed()
                 logger.error(
@@ -540,8 +556,8 @@ class DeliveryWorker:
             return Outcome.ACCOUNT_WIDE
         # Opened before the next await, so the sends still in flight see it open.
         self.breaker.open()
-        async with self._sessions.begin() as session:
-            await outbox.mark_failed(session, row.id, error=error.reason, now=now)
+        async with self._database.transaction() as tx:
+            await outbox.mark_failed(tx, row.id, error=error.reason, now=now)
         metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
         logger.error(
             "ALARM: mail delivery stopped: SES refuses every mail (%s). Outbox %s (%s to %s, "
@@ -677,6 +693,7 @@ def build_worker(
     backend: MailBackend,
     clock: Clock,
     standby: bool = True,
+    database: Database | None = None,
 ) -> DeliveryWorker:
     """The delivery worker the settings describe, pacing through the rate-limit storage.
 
@@ -705,4 +722,5 @@ def build_worker(
         breaker_probe_seconds=settings.mail_breaker_probe_seconds,
         lock=lock,
         retention=Retention.from_settings(settings),
+        database=database,
     )

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from taxease_auth.config import Settings
 from taxease_auth.mail.message import RenderedMail
 from taxease_auth.store.models import EmailOutbox, OutboxStatus
-from taxease_auth.store.sql import Statement, Transaction
+from taxease_auth.store.sql import Statement, Transaction, utc, utc_required
 
 LAST_ERROR_MAX = 500
 
@@ -64,34 +65,73 @@ async def enqueue(
     return idempotency_key
 
 
-async def claim_due(
-    session: AsyncSession, *, worker_id: str, now: datetime, lease: timedelta, limit: int
-) -> list[EmailOutbox]:
-    """Lease up to ``limit`` due pending rows to ``worker_id``, oldest due first.
+@dataclass(frozen=True, slots=True)
+class ClaimedMail:
+    """A row as the worker claimed it: what sending it and recording its outcome need."""
 
-    One statement (``UPDATE ... WHERE id IN (due rows) RETURNING``) instead of select, update
-    and select again: the claim runs once per mail, and each statement is a round of the
-    ORM's work (`make bench`, request-otp, where the worker shares the server's core).
+    id: int
+    recipient: str
+    kind: str
+    subject: str
+    html_body: str | None
+    text_body: str | None
+    attempts: int
+    next_attempt_at: datetime
+    send_before: datetime | None
+    last_error: str | None
+    idempotency_key: str
+
+
+_CLAIM = """
+    UPDATE email_outbox
+    SET lease_expires_at = :lease_until, leased_by = :worker_id, updated_at = :now
+    WHERE id IN (
+        SELECT id FROM email_outbox
+        WHERE status = 'pending' AND next_attempt_at <= :now
+          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+        ORDER BY next_attempt_at, id
+        LIMIT :limit {lock})
+    RETURNING id, recipient, kind, subject, html_body, text_body, attempts, next_attempt_at,
+              send_before, last_error, idempotency_key
+"""
+# PostgreSQL: rows another worker's claim holds are skipped, never waited for. SQLite has no
+# row locks (and no such clause): there one worker claims, held to it by SqliteWorkerLock.
+_CLAIMS = {
+    "sqlite": Statement(_CLAIM.format(lock="")),
+    "postgresql": Statement(_CLAIM.format(lock="FOR UPDATE SKIP LOCKED")),
+}
+
+
+async def claim_due(
+    tx: Transaction, *, worker_id: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedMail]:
+    """Lease up to ``limit`` due pending rows to ``worker_id``, oldest due first: rows never
+    leased, or whose worker let the lease run out (it died).
+
+    SQL text on the driver (``store/sql.py``), like the request path: the claim and the
+    outcome run once per mail, and through the ORM they cost more CPU than the send itself
+    (`make bench`, request-otp, where the worker shares the server's core).
     """
-    due = (
-        select(EmailOutbox.id)
-        .where(
-            EmailOutbox.status == OutboxStatus.PENDING,
-            EmailOutbox.next_attempt_at <= now,
-            _unleased(now),
+    rows = await tx.all(
+        _CLAIMS[tx.dialect], lease_until=now + lease, worker_id=worker_id, now=now, limit=limit
+    )
+    claimed = [
+        ClaimedMail(
+            id=row[0],
+            recipient=row[1],
+            kind=row[2],
+            subject=row[3],
+            html_body=row[4],
+            text_body=row[5],
+            attempts=row[6],
+            next_attempt_at=utc_required(row[7]),
+            send_before=utc(row[8]),
+            last_error=row[9],
+            idempotency_key=row[10],
         )
-        .order_by(EmailOutbox.next_attempt_at, EmailOutbox.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = await session.scalars(
-        update(EmailOutbox)
-        .where(EmailOutbox.id.in_(due.scalar_subquery()))
-        .values(lease_expires_at=now + lease, leased_by=worker_id, updated_at=now)
-        .returning(EmailOutbox)
-        .execution_options(populate_existing=True)
-    )
-    return sorted(claimed, key=lambda row: (row.next_attempt_at, row.id))
+        for row in rows
+    ]
+    return sorted(claimed, key=lambda mail: (mail.next_attempt_at, mail.id))
 
 
 def _unleased(now: datetime) -> ColumnElement[bool]:
@@ -99,76 +139,57 @@ def _unleased(now: datetime) -> ColumnElement[bool]:
     return (EmailOutbox.lease_expires_at.is_(None)) | (EmailOutbox.lease_expires_at < now)
 
 
-def _final(now: datetime) -> dict[str, object]:
-    return {"lease_expires_at": None, "leased_by": None, "updated_at": now}
+def _outcome(changes: str = "") -> Statement:
+    """Every outcome ends the lease, and applies only to a row still pending: a worker whose
+    lease ran out while SES was slow never overwrites what the worker that took the row over
+    recorded."""
+    # The fragments are this module's constants, never input.
+    return Statement(f"""
+        UPDATE email_outbox
+        SET {changes}lease_expires_at = NULL, leased_by = NULL, updated_at = :now
+        WHERE id = :id AND status = 'pending'
+    """)  # noqa: S608
 
 
-def _pending(row_id: int) -> tuple[ColumnElement[bool], ...]:
-    # Outcomes only ever apply to a pending row: a worker whose lease ran out while SES was
-    # slow never overwrites what the worker that took the row over recorded.
-    return (EmailOutbox.id == row_id, EmailOutbox.status == OutboxStatus.PENDING)
+_SENT = _outcome(
+    "status = 'sent', attempts = attempts + 1, provider_message_id = :provider_id, "
+    "sent_at = :now, html_body = NULL, text_body = NULL, last_error = NULL, "
+)
+_RELEASE = _outcome()
+_RETRY = _outcome("attempts = attempts + 1, next_attempt_at = :retry_at, last_error = :error, ")
+# The body stays until the code expires, so an operator can still retry the row.
+_FAILED = _outcome("status = 'failed', attempts = attempts + 1, last_error = :error, ")
+_EXPIRED = _outcome("status = 'expired', html_body = NULL, text_body = NULL, ")
 
 
 async def mark_sent(
-    session: AsyncSession, row_id: int, *, provider_message_id: str | None, now: datetime
+    tx: Transaction, row_id: int, *, provider_message_id: str | None, now: datetime
 ) -> None:
-    await session.execute(
-        update(EmailOutbox)
-        .where(*_pending(row_id))
-        .values(
-            status=OutboxStatus.SENT,
-            attempts=EmailOutbox.attempts + 1,
-            provider_message_id=provider_message_id,
-            sent_at=now,
-            html_body=None,
-            text_body=None,
-            last_error=None,
-            **_final(now),
-        )
-    )
+    await tx.run(_SENT, id=row_id, provider_id=provider_message_id, now=now)
 
 
-async def release(session: AsyncSession, row_id: int, *, now: datetime) -> None:
+async def release(tx: Transaction, row_id: int, *, now: datetime) -> None:
     """Give a claimed row back untried (the worker stops, or got no sending turn in time):
     it is due again at once, for any worker."""
-    await session.execute(update(EmailOutbox).where(*_pending(row_id)).values(**_final(now)))
+    await tx.run(_RELEASE, id=row_id, now=now)
 
 
 async def mark_retry(
-    session: AsyncSession, row_id: int, *, error: str, retry_at: datetime, now: datetime
+    tx: Transaction, row_id: int, *, error: str, retry_at: datetime, now: datetime
 ) -> None:
-    await session.execute(
-        update(EmailOutbox)
-        .where(*_pending(row_id))
-        .values(
-            attempts=EmailOutbox.attempts + 1,
-            next_attempt_at=retry_at,
-            last_error=error[:LAST_ERROR_MAX],
-            **_final(now),
-        )
-    )
+    await tx.run(_RETRY, id=row_id, error=error[:LAST_ERROR_MAX], retry_at=retry_at, now=now)
 
 
-async def mark_failed(session: AsyncSession, row_id: int, *, error: str, now: datetime) -> None:
-    # The body stays until the code expires, so an operator can still retry the row.
-    await session.execute(
-        update(EmailOutbox)
-        .where(*_pending(row_id))
-        .values(
-            status=OutboxStatus.FAILED,
-            attempts=EmailOutbox.attempts + 1,
-            last_error=error[:LAST_ERROR_MAX],
-            **_final(now),
-        )
-    )
+async def mark_failed(tx: Transaction, row_id: int, *, error: str, now: datetime) -> None:
+    await tx.run(_FAILED, id=row_id, error=error[:LAST_ERROR_MAX], now=now)
 
 
-async def mark_expired(session: AsyncSession, row_id: int, *, now: datetime) -> None:
-    await session.execute(
-        update(EmailOutbox)
-        .where(*_pending(row_id))
-        .values(status=OutboxStatus.EXPIRED, html_body=None, text_body=None, **_final(now))
-    )
+async def mark_expired(tx: Transaction, row_id: int, *, now: datetime) -> None:
+    await tx.run(_EXPIRED, id=row_id, now=now)
+
+
+def _final(now: datetime) -> dict[str, object]:
+    return {"lease_expires_at": None, "leased_by": None, "updated_at": now}
 
 
 async def expire_overdue(session: AsyncSession, *, now: datetime) -> list[str]:

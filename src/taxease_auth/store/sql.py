@@ -92,6 +92,8 @@ def utc_required(value: datetime | str) -> datetime:
 
 
 class Transaction(Protocol):
+    dialect: str  # as its Database's
+
     async def one(self, statement: Statement, **params: Any) -> Row | None:
         """The first row, or None."""
 
@@ -103,6 +105,13 @@ class Transaction(Protocol):
 
 
 class Database(Protocol):
+    # "sqlite" or "postgresql", as SQLAlchemy names the dialect: for the few statements
+    # written twice (a PostgreSQL-only locking clause).
+    dialect: str
+    # What the driver raises when a statement cannot run (the database is away, locked for too
+    # long, the connection lost): a loop that must outlive an outage catches these.
+    errors: tuple[type[Exception], ...]
+
     def transaction(self) -> TransactionScope:
         """``async with db.transaction() as tx``: committed on exit, rolled back on an error."""
 
@@ -145,6 +154,7 @@ def _sqlite_value(value: Any) -> Any:
 
 class _SqliteTransaction:
     __slots__ = ("_connection",)
+    dialect = "sqlite"
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -173,6 +183,9 @@ class _SqliteTransaction:
 
 class SqliteDatabase:
     """A connection of its own, used from the event loop, one transaction at a time."""
+
+    dialect = "sqlite"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, path: str, write_lock: asyncio.Lock) -> None:
         self._path = path

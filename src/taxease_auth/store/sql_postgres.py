@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util.concurrency import greenlet_spawn
@@ -16,6 +17,7 @@ from taxease_auth.store.sql import Conflict, Row, Statement
 
 class _PostgresTransaction:
     __slots__ = ("_connection",)
+    dialect = "postgresql"
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._connection = connection
@@ -52,6 +54,14 @@ class _PostgresTransaction:
 
 class PostgresDatabase:
     """Connections checked out of the engine's pool, each for one transaction."""
+
+    dialect = "postgresql"
+    # SQLAlchemyError: the pool's own (a connection it could not open).
+    errors: tuple[type[Exception], ...] = (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        SQLAlchemyError,
+    )
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
