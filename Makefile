@@ -19,8 +19,8 @@ run: $(STAMP)
 	DEVELOPMENT_MODE=$${DEVELOPMENT_MODE:-true} $(BIN)/taxease-auth serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 # The whole suite once per database: SQLite (a migrated file per test), then PostgreSQL (a

@@ -86,6 +86,7 @@ async def measure(
     started = time.process_time()
     if profiler:
         profiler.enable()
+
     async def client(first: int) -> None:
         for i in range(first, requests, concurrency):
             status = await call(i)
@@ -144,7 +145,11 @@ async def main_async(args: argparse.Namespace) -> None:
             {"email": "a@example.com", "code": "123456", "purpose": "email_verification"}
         ).encode()
         scenarios: list[tuple[str, Callable[[int], Awaitable[int]], int]] = [
-            ("reference", lambda i: post(reference, "/api/v1/auth/verify-otp", reference_body), 200),
+            (
+                "reference",
+                lambda i: post(reference, "/api/v1/auth/verify-otp", reference_body),
+                200,
+            ),
             ("verify-valid", verify(seeded.valid), 200),
             ("verify-wrong", verify(seeded.wrong), 400),
             (

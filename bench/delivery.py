@@ -158,21 +158,23 @@ def verify_sender(moto: str) -> None:
 async def queue_mails(settings: Any, count: int) -> None:
     from taxease_auth.mail.render import MailRenderer
     from taxease_auth.store import outbox
-    from taxease_auth.store.db import make_engine, make_sessionmaker
+    from taxease_auth.store.db import make_engine
     from taxease_auth.store.models import MailKind
+    from taxease_auth.store.sql import database_for
 
     engine = make_engine(settings)
+    database = database_for(engine)
     renderer = MailRenderer(settings.app_name)
     now = datetime.now(UTC)
     try:
-        async with make_sessionmaker(engine).begin() as session:
+        async with database.transaction() as tx:
             for i in range(count):
                 code = f"{secrets.randbelow(10**6):06d}"
                 mail = renderer.render(
                     MailKind.EMAIL_VERIFICATION, code=code, first_name="Bench", expires_minutes=15
                 )
                 await outbox.enqueue(
-                    session,
+                    tx,
                     recipient=f"queued{i}@bench.example.org",
                     kind=MailKind.EMAIL_VERIFICATION,
                     mail=mail,
@@ -181,6 +183,7 @@ async def queue_mails(settings: Any, count: int) -> None:
                     now=now,
                 )
     finally:
+        await database.close()
         await engine.dispose()
 
 
