@@ -197,7 +197,7 @@ async def outbox_statuses(app: Any) -> collections.Counter[str]:
         rows = await session.execute(
             select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)
         )
-        return collections.Counter({status: count for status, count in rows})
+        return collections.Counter(dict(rows.all()))
 
 
 def percentile(values: list[float], fraction: float) -> float:

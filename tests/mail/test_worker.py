@@ -41,8 +41,8 @@ from taxease_auth.mail.worker import DeliveryWorker, build_worker
 from taxease_auth.store import outbox
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import EmailOutbox, MailKind
-from taxease_auth.store.sql import database_for
 from tests.conftest import SENDER, SesInbox, SettingsFactory, extract_code
+from tests.support import transaction_on
 from tests.support.fault_proxy import (
     DROP,
     FORWARD_THEN_DROP,
@@ -127,7 +127,7 @@ class Delivery:
         """Queue ``count`` verification mails as the API does, each with its own code."""
         now = self.clock.now()
         recipients = [f"{prefix}{i}-{secrets.token_hex(2)}@example.org" for i in range(count)]
-        async with database_for(self.engine).transaction() as tx:
+        async with transaction_on(self.engine) as tx:
             for recipient in recipients:
                 code = f"{secrets.randbelow(10**6):06d}"
                 self.codes[recipient] = code
@@ -546,7 +546,7 @@ async def test_only_one_worker_delivers_from_an_sqlite_database(
 
     async def queue(recipient: str) -> None:
         mail = renderer.render(MailKind.PASSWORD_CHANGED, first_name="Test")
-        async with database_for(engine).transaction() as tx:
+        async with transaction_on(engine) as tx:
             await outbox.enqueue(
                 tx,
                 recipient=recipient,

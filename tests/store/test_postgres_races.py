@@ -29,9 +29,9 @@ from taxease_auth.mail.worker import build_worker
 from taxease_auth.store import outbox
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import EmailOutbox, MailKind, OutboxStatus
-from taxease_auth.store.sql import database_for
 from tests.api.conftest import INVALID_CODE, register, verify
 from tests.conftest import SettingsFactory, StartApp
+from tests.support import transaction_on
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -70,7 +70,7 @@ async def queue_mails(sessions: Sessions, count: int) -> list[str]:
     renderer = MailRenderer("TaxEase")
     now = SystemClock().now()
     engine = sessions.kw["bind"]
-    async with database_for(engine).transaction() as tx:
+    async with transaction_on(engine) as tx:
         return [
             await outbox.enqueue(
                 tx,
@@ -101,12 +101,11 @@ async def test_a_claim_skips_rows_another_transaction_holds_and_never_waits(
     first, second = pools(), pools()
     await queue_mails(first, 10)
     now = SystemClock().now()
-    first_db, second_db = database_for(first.kw["bind"]), database_for(second.kw["bind"])
 
-    async with first_db.transaction() as holding:
+    async with transaction_on(first.kw["bind"]) as holding:
         held = await outbox.claim_due(holding, worker_id="first", now=now, lease=LEASE, limit=4)
         # The first transaction is still open: its rows are locked, their lease not visible.
-        async with second_db.transaction() as tx:
+        async with transaction_on(second.kw["bind"]) as tx:
             taken = await asyncio.wait_for(
                 outbox.claim_due(tx, worker_id="second", now=now, lease=LEASE, limit=10),
                 timeout=NOT_BLOCKED_SECONDS,
@@ -116,7 +115,7 @@ async def test_a_claim_skips_rows_another_transaction_holds_and_never_waits(
     assert len(taken) == 6
     assert {row.id for row in held}.isdisjoint(row.id for row in taken)
     # Both leases are committed now: nothing is left to claim.
-    async with second_db.transaction() as tx:
+    async with transaction_on(second.kw["bind"]) as tx:
         assert await outbox.claim_due(tx, worker_id="third", now=now, lease=LEASE, limit=10) == []
     leased_by = collections.Counter(row.leased_by for row in await outbox_rows(first))
     assert leased_by == {"first": 4, "second": 6}

@@ -1,7 +1,8 @@
 """Test-only parts that stand in for the world outside the service: a fault-injecting proxy in
 front of moto (``fault_proxy``), a real Redis server started from its binary (here), a private
 PostgreSQL server (``postgres``), and the real ``taxease-auth`` command in subprocesses
-(``cli``)."""
+(``cli``); and ``transaction_on``, the request path's kind of transaction for writing rows
+as the service does."""
 
 from __future__ import annotations
 
@@ -12,12 +13,27 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taxease_auth.store.sql import Transaction, database_for
 
 REDIS_START_SECONDS = 10.0
+
+
+@contextlib.asynccontextmanager
+async def transaction_on(engine: AsyncEngine) -> AsyncIterator[Transaction]:
+    """One transaction of the request path's kind (``store/sql.py``) on ``engine``'s database,
+    its connection closed after (on PostgreSQL, a pool of its own)."""
+    database = database_for(engine)
+    try:
+        async with database.transaction() as tx:
+            yield tx
+    finally:
+        await database.close()
 
 
 def free_port() -> int:

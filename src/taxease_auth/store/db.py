@@ -57,8 +57,10 @@ def make_engine(settings: Settings) -> AsyncEngine:
         )
         _tune_sqlite(engine)
         return engine
+    # The ORM's pool: the worker's housekeeping, readiness, the CLI. The request path and the
+    # worker's claims have a pool of their own (store/sql_postgres.py: POOL_SIZE).
     return create_async_engine(
-        settings.async_database_url, pool_size=10, max_overflow=10, pool_pre_ping=True
+        settings.async_database_url, pool_size=3, max_overflow=2, pool_pre_ping=True
     )
 
 

@@ -8,8 +8,8 @@ capped verify-otp at a twentieth of the framework's own rate.
 - **One statement text, both databases.** SQL is written once with ``:name`` parameters in the
   subset SQLite and PostgreSQL share (``TRUE``/``FALSE``, ``RETURNING``); ``Statement`` keeps
   it for sqlite3 and rewrites it once to asyncpg's ``$1``.
-- **PostgreSQL: the engine's pool.** A transaction checks an asyncpg connection out of the
-  engine's pool and drives it directly.
+- **PostgreSQL: an asyncpg pool.** A transaction checks an asyncpg connection out of a pool
+  of its own (``store/sql_postgres.py``), opened with the engine's connect arguments.
 - **SQLite: a connection of its own, on the event loop.** These statements are index lookups
   of microseconds; a hand-off to a thread and back (aiosqlite) costs more than the statement,
   and so does a checkout from SQLAlchemy's pool. Its transactions and the engine's take turns

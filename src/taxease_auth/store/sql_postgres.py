@@ -1,16 +1,15 @@
-"""The request path's SQL on PostgreSQL: asyncpg connections from the engine's pool
-(``store/sql.py`` says why the request path bypasses SQLAlchemy)."""
+"""The request path's SQL on PostgreSQL: asyncpg, on a pool of its own (``store/sql.py`` says
+why the request path bypasses SQLAlchemy)."""
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util.concurrency import greenlet_spawn
 
 from taxease_auth.store.sql import Conflict, Row, Statement
 
@@ -52,43 +51,90 @@ class _PostgresTransaction:
         return int(status.rsplit(" ", 1)[-1])
 
 
+# Connections of the request path's own pool, per process (the engine keeps a few more for
+# the ORM's occasional work: store/db.py).
+POOL_SIZE = 15
+# What SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them.
+_ADAPTER_ONLY = (
+    "async_creator_fn",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is (its transaction already ended): this
+    service never changes session state, so asyncpg's default reset query (RESET ALL and the
+    like) would be one more round trip per transaction for nothing."""
+
+
 class PostgresDatabase:
-    """Connections checked out of the engine's pool, each for one transaction."""
+    """An asyncpg pool of its own, to the engine's database, with the engine's connect
+    arguments.
+
+    Not the engine's pool: a checkout there costs a liveness ping (``pool_pre_ping``), one
+    round trip more per transaction than its statements. asyncpg's pool needs none: a
+    connection the server closed (a restart) is replaced at its next checkout.
+    """
 
     dialect = "postgresql"
-    # SQLAlchemyError: the pool's own (a connection it could not open).
+    # SQLAlchemyError: a bad URL found while reading the engine's connect arguments.
     errors: tuple[type[Exception], ...] = (
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
         SQLAlchemyError,
     )
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, engine: AsyncEngine, *, pool_size: int = POOL_SIZE) -> None:
+        args, params = engine.dialect.create_connect_args(engine.url)
+        for name in _ADAPTER_ONLY:
+            params.pop(name, None)
+        self._connect_args = (args, params)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
 
     def transaction(self) -> _PostgresScope:
-        return _PostgresScope(self._engine)
+        return _PostgresScope(self)
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    args, params = self._connect_args
+                    self._pool = await asyncpg.create_pool(
+                        *args,
+                        **params,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        reset=_keep_session,
+                    )
+        return self._pool
 
     async def close(self) -> None:
-        """The pool is the engine's."""
+        """Close the pool (opened again if used again)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
 
 class _PostgresScope:
-    __slots__ = ("_engine", "_pooled", "_transaction")
+    __slots__ = ("_connection", "_database", "_pool", "_transaction")
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._pooled: PoolProxiedConnection | None = None
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+        self._pool: asyncpg.Pool | None = None
+        self._connection: asyncpg.Connection | None = None
         self._transaction: Any = None
 
     async def __aenter__(self) -> _PostgresTransaction:
-        pooled = self._pooled = await self._engine.raw_connection()
+        pool = self._pool = await self._database.pool()
+        connection = self._connection = await pool.acquire()
         try:
-            connection: asyncpg.Connection = pooled.driver_connection
             self._transaction = connection.transaction()
             await self._transaction.start()
         except BaseException:
-            await self._release()
+            await pool.release(connection)
             raise
         return _PostgresTransaction(connection)
 
@@ -98,6 +144,7 @@ class _PostgresScope:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        assert self._pool is not None
         try:
             if exc_type is not None:
                 await self._transaction.rollback()
@@ -106,11 +153,4 @@ class _PostgresScope:
         except asyncpg.UniqueViolationError as error:  # a deferred constraint, at commit
             raise Conflict(str(error)) from error
         finally:
-            await self._release()
-
-    async def _release(self) -> None:
-        # Inside SQLAlchemy's greenlet: a checked-in overflow connection is closed there, which
-        # awaits asyncpg.
-        if self._pooled is not None:
-            pooled, self._pooled = self._pooled, None
-            await greenlet_spawn(pooled.close)
+            await self._pool.release(self._connection)
