@@ -26,6 +26,7 @@ instead leaves its rows leased, and they are claimed again once the lease runs o
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import math
@@ -198,6 +199,8 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[Outcome]] = set()
+        # Rows claimed and not yet started: a claim takes as many as sends can start.
+        self._claimed: collections.deque[ClaimedMail] = collections.deque()
         self.worker_id = f"worker-{secrets.token_hex(4)}"
 
     @property
@@ -250,6 +253,14 @@ class DeliveryWorker:
                         type(error).__name__,
                     )
                     await self._idle(self._poll_interval)
+            try:
+                await self._release_claimed()
+            except database_away as error:  # they come back when their lease runs out
+                logger.error(
+                    "delivery worker %s cannot give back its claimed mail: %s",
+                    self.worker_id,
+                    type(error).__name__,
+                )
             await self._drain()
         except asyncio.CancelledError:
             # Killed rather than stopped: abandon the sends in flight, as a crash would. Their
@@ -295,6 +306,7 @@ class DeliveryWorker:
         try:
             while await self._dispatch() is not None:
                 handled += 1
+            await self._release_claimed()
             await self._drain()
             await self.housekeeping()
         finally:
@@ -313,24 +325,31 @@ class DeliveryWorker:
         started (no due row, breaker open and no probe due, no turn in time, or stopping).
 
         The row is claimed before its turn is awaited, so no turn is used up by a worker with
-        nothing to send. Only this one dispatcher waits for turns, one row at a time, so a
-        claimed row waits at most a few turns (one per worker sharing the pace), well inside
-        its lease; should it not get a turn within half the lease, it goes back to the queue.
+        nothing to send. Only this one dispatcher waits for turns, one row at a time, and a
+        claim takes no more than a second's turns (``_next_row``), so a claimed row waits about
+        a second per worker sharing the pace, well inside its lease; should it not get a turn
+        within half the lease, it goes back to the queue with the rest of its claim.
         """
         await self._slots.acquire()
         started: asyncio.Task[Outcome] | None = None
         try:
             probing = self.breaker.is_open
             if probing and self.breaker.seconds_to_probe() > 0:
+                await self._release_claimed()  # claimed with the send that opened it
                 return None
-            row = await self._claim_one()
+            row = await self._next_row(probing=probing)
             if row is None:
                 return None
             if self._needs_turn(row):
                 max_wait = self._lease.total_seconds() / 2
-                turn = await self._until_stopped(self._pacer.acquire(max_wait))
+                turn = (
+                    True  # unpaced (the console): no turn to wait for
+                    if self._pacer.turns_per_second is None
+                    else await self._until_stopped(self._pacer.acquire(max_wait))
+                )
                 if not turn or (self.breaker.is_open and not probing):
-                    await self._release(row)
+                    self._claimed.appendleft(row)
+                    await self._release_claimed()
                     if turn is False:
                         logger.warning(
                             "delivery worker %s: no sending turn within %.0f s; outbox %s goes "
@@ -357,9 +376,35 @@ class DeliveryWorker:
         expired = row.send_before is not None and row.send_before <= self._clock.now()
         return not expired and row.html_body is not None and row.text_body is not None
 
-    async def _release(self, row: ClaimedMail) -> None:
+    async def _next_row(self, *, probing: bool) -> ClaimedMail | None:
+        """The next claimed row; when none is left, a new claim (one transaction per batch,
+        not per mail) of one second's sending turns, at most ``concurrency`` (unpaced: that
+        many; probing: one). Claimed rows wait for a slot and a turn: a second's worth keeps
+        that wait short and far inside the lease, and leaves the rest to other workers."""
+        if not self._claimed:
+            turns = self._pacer.turns_per_second
+            limit = (
+                self._concurrency if turns is None else max(1, min(self._concurrency, int(turns)))
+            )
+            if probing:
+                limit = 1
+            async with self._database.transaction() as tx:
+                rows = await outbox.claim_due(
+                    tx, worker_id=self.worker_id, now=self._clock.now(), lease=self._lease,
+                    limit=limit,
+                )  # fmt: skip
+            self._claimed.extend(rows)
+        return self._claimed.popleft() if self._claimed else None
+
+    async def _release_claimed(self) -> None:
+        """Give back the rows claimed and not started (stopping, breaker open, no turn)."""
+        if not self._claimed:
+            return
+        rows, now = list(self._claimed), self._clock.now()
+        self._claimed.clear()
         async with self._database.transaction() as tx:
-            await outbox.release(tx, row.id, now=self._clock.now())
+            for row in rows:
+                await outbox.release(tx, row.id, now=now)
 
     def _maintenance_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -378,13 +423,6 @@ class DeliveryWorker:
                 self.worker_id,
                 exc_info=task.exception(),
             )
-
-    async def _claim_one(self) -> ClaimedMail | None:
-        async with self._database.transaction() as tx:
-            rows = await outbox.claim_due(
-                tx, worker_id=self.worker_id, now=self._clock.now(), lease=self._lease, limit=1
-            )
-        return rows[0] if rows else None
 
     async def _drain(self) -> None:
         """Wait for every send in flight to finish and record its outcome."""
