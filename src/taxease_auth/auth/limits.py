@@ -46,7 +46,10 @@ class _MovingWindow(Protocol):
     async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats: ...
 
 
-_Key = tuple[int, tuple[str, ...]]
+_Key = tuple[int | str, ...]
+_Hits = tuple[float, ...] | list[float]
+# Windows of up to this many hits are tuples (LocalMovingWindow says why).
+TUPLE_MAX_AMOUNT = 64
 
 
 class LocalMovingWindow:
@@ -61,19 +64,24 @@ class LocalMovingWindow:
     makes one trip to a worker thread per key, again and again while hits arrive: with
     thousands of addresses' budgets, `make bench` found that task and the list copies costing
     more CPU than the requests. Here each key holds the times of its newest ``amount`` hits
-    (only those decide anything), oldest first, in a plain list (most keys hold one or two
-    hits: a deque's first block of 64 slots tripled the memory per address), and a key whose
-    newest hit has left its window is dropped, oldest first, in O(1) per call. Everything runs
-    on the event loop, with no await between reading and recording a hit, so concurrent
-    requests cannot both take the last slot.
+    (only those decide anything), oldest first, and a key whose newest hit has left its window
+    is dropped, oldest first, in O(1) per call. Everything runs on the event loop, with no
+    await between reading and recording a hit, so concurrent requests cannot both take the
+    last slot.
+
+    A window of up to ``TUPLE_MAX_AMOUNT`` hits (every per-address budget, and most keys hold
+    one or two hits) is a tuple, replaced at each hit: CPython stops tracking a tuple of floats
+    at its first collection, and the budgets of tens of thousands of addresses live for up to
+    a day. As lists, every full collection walked them: pauses of 10-40 ms that made
+    request-otp's p99 in `make bench`. A larger window is a list (appending to it is O(1)).
     """
 
     def __init__(self) -> None:
         # Per window length: key -> hit times, oldest first; keys ordered by their newest hit.
-        self._windows: dict[int, OrderedDict[_Key, list[float]]] = {}
+        self._windows: dict[int, OrderedDict[_Key, _Hits]] = {}
 
     def _hits(self, item: RateLimitItem, identifiers: tuple[str, ...], now: float) -> tuple[
-        OrderedDict[_Key, list[float]], _Key, list[float] | None
+        OrderedDict[_Key, _Hits], _Key, _Hits | None
     ]:  # fmt: skip
         expiry = item.get_expiry()
         keys = self._windows.get(expiry)
@@ -87,20 +95,25 @@ class LocalMovingWindow:
             keys.popitem(last=False)
         # Not item.key_for(): its string building costs more than the rest of a hit. Within
         # one window length, the amount and the identifiers (budget name first) tell keys apart.
-        key = (item.amount, identifiers)
+        key: _Key = (item.amount, *identifiers)
         return keys, key, keys.get(key)
 
     async def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
         now = time.time()
         keys, key, hits = self._hits(item, identifiers, now)
         if hits is None:
-            keys[key] = [now]
+            keys[key] = (now,) if item.amount <= TUPLE_MAX_AMOUNT else [now]
             return True
+        drop = 0  # only the newest ``amount`` hits can matter
         if len(hits) >= item.amount:
             if hits[-item.amount] >= now - item.get_expiry():
                 return False
-            del hits[: len(hits) - item.amount + 1]  # only the newest ``amount`` can matter
-        hits.append(now)
+            drop = len(hits) - item.amount + 1
+        if isinstance(hits, list):
+            del hits[:drop]
+            hits.append(now)
+        else:
+            keys[key] = (*hits[drop:], now)
         keys.move_to_end(key)
         return True
 
@@ -117,7 +130,7 @@ class LocalMovingWindow:
         return WindowStats(start + item.get_expiry(), item.amount - count)
 
     @staticmethod
-    def _in_window(hits: list[float] | None, cutoff: float) -> int:
+    def _in_window(hits: _Hits | None, cutoff: float) -> int:
         """How many of ``hits`` (oldest first) are later than ``cutoff``."""
         if not hits:
             return 0
