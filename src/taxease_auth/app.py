@@ -72,7 +72,7 @@ def create_app(
         await anyio.to_thread.run_sync(common_passwords)  # load the list before the first request
         # On SQLite this takes the single-worker lock: a second worker on the same database
         # stops the start-up here with OutboxLocked.
-        database = database_for(engine)
+        database = database_for(engine, pool_size=settings.database_pool_size)
         worker = (
             build_worker(
                 settings, sessions=sessions, backend=backend, clock=clock, database=database

@@ -224,3 +224,37 @@ async def test_a_session_cancelled_mid_statement_leaves_the_request_path_its_tur
         await slow
 
     await asyncio.wait_for(record_login(database, user_id), timeout=5)
+
+
+@pytest.mark.postgresql_only
+async def test_postgresql_holds_at_most_its_pool_size_of_transactions_at_once(
+    engine: AsyncEngine, make_settings: SettingsFactory
+) -> None:
+    """DATABASE_POOL_SIZE bounds the request path's connections: one transaction more waits
+    for a connection, and gets it when one ends."""
+    settings = make_settings(database_pool_size=2)
+    database = database_for(engine, pool_size=settings.database_pool_size)
+    release, both_started = asyncio.Event(), asyncio.Event()
+    started: list[int] = []
+
+    async def hold(number: int) -> None:
+        async with database.transaction() as tx:
+            started.append(number)
+            if len(started) == 2:
+                both_started.set()
+            await tx.one(Statement("SELECT 1"))
+            await release.wait()
+
+    try:
+        holders = [asyncio.create_task(hold(number)) for number in (1, 2)]
+        await asyncio.wait_for(both_started.wait(), timeout=5)
+        third = asyncio.create_task(hold(3))
+        await asyncio.sleep(0.3)
+        assert started == [1, 2]  # the third waits for a connection
+
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*holders, third), timeout=5)
+        assert sorted(started) == [1, 2, 3]
+    finally:
+        release.set()
+        await database.close()

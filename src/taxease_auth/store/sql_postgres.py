@@ -51,9 +51,10 @@ class _PostgresTransaction:
         return int(status.rsplit(" ", 1)[-1])
 
 
-# Connections of the request path's own pool, per process (the engine keeps a few more for
-# the ORM's occasional work: store/db.py).
-POOL_SIZE = 15
+# Connections of a pool by default: a worker's claims and outcomes (the server's request path
+# takes DATABASE_POOL_SIZE). The engine keeps a few more for the ORM's occasional work
+# (store/db.py).
+POOL_SIZE = 10
 # What SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them.
 _ADAPTER_ONLY = (
     "async_creator_fn",
