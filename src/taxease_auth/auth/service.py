@@ -30,7 +30,8 @@ from taxease_auth.config import Settings
 from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials, InvalidToken
 from taxease_auth.logs import REQUEST_ID
 from taxease_auth.mail.render import MailRenderer
-from taxease_auth.store import audit, otps, outbox, users
+from taxease_auth.store import audit, issuing, otps, outbox, users
+from taxease_auth.store.issuing import NewCode
 from taxease_auth.store.models import MailKind, Purpose
 from taxease_auth.store.otps import CodeRow
 from taxease_auth.store.sql import Conflict, Database, Transaction
@@ -272,18 +273,41 @@ class AuthService:
     async def _issue_batch(self, batch: list[_CodeRequest]) -> None:
         try:
             async with self._db.transaction() as tx:
-                for request in batch:
-                    await self._issue_requested_code(tx, request)
-            return
+                issued = await self._issue_requested_codes(tx, batch)
         except Exception:
             if len(batch) == 1:
                 REQUEST_ID.set(batch[0].request_id)
                 logger.exception("issuing a requested code failed")
                 return
-        # One request failed the whole transaction: issue them one by one, so it loses only
-        # its own code.
-        for request in batch:
-            await self._issue_batch([request])
+            # One request failed the whole transaction: issue them one by one, so it loses
+            # only its own code.
+            for request in batch:
+                await self._issue_batch([request])
+            return
+        for request, code in issued:
+            REQUEST_ID.set(request.request_id)  # its line carries the id of the request
+            self._code_issued(code)
+
+    async def _issue_requested_codes(
+        self, tx: Transaction, batch: list[_CodeRequest]
+    ) -> list[tuple[_CodeRequest, NewCode]]:
+        """Decide which requests get a code, and issue those together (store/issuing.py).
+
+        Of several requests for one address and purpose in the batch, the newest is issued:
+        each new code retires the previous one, whose mail would carry a dead code.
+        """
+        now = self._clock.now()
+        newest = {(request.email, request.purpose): request for request in batch}
+        requests = list(newest.values())
+        accounts = await users.get_many_by_email(tx, [request.email for request in requests])
+        issued: list[tuple[_CodeRequest, NewCode]] = []
+        for request in requests:
+            REQUEST_ID.set(request.request_id)
+            code = await self._requested_code(tx, request, accounts.get(request.email), now)
+            if code is not None:
+                issued.append((request, code))
+        await issuing.issue(tx, [code for _, code in issued], now=now)
+        return issued
 
     def _wake_waiting_requests(self, count: int) -> None:
         while count and self._waiting_for_capacity:
@@ -292,18 +316,19 @@ class AuthService:
                 waiter.set_result(None)
                 count -= 1
 
-    async def _issue_requested_code(self, tx: Transaction, request: _CodeRequest) -> None:
-        REQUEST_ID.set(request.request_id)  # its lines carry the id of the request that asked
+    async def _requested_code(
+        self, tx: Transaction, request: _CodeRequest, user: UserRow | None, now: datetime
+    ) -> NewCode | None:
+        """The code a request gets, or None (unknown address, already verified, no live login
+        challenge)."""
         email, purpose, challenge_id = request.email, request.purpose, request.challenge_id
-        now = self._clock.now()
-        user = await users.get_by_email(tx, email)
         if user is None:
             logger.info("code requested for unknown %s: nothing sent", mask_email(email))
-            return
+            return None
         pending = None
         if purpose is Purpose.EMAIL_VERIFICATION:
             if user.email_verified:
-                return
+                return None
             pending = (user.password_hash, user.first_name, user.last_name)
         elif purpose is Purpose.LOGIN and (
             challenge_id is None
@@ -314,9 +339,8 @@ class AuthService:
                 started_after=now - self._code_lifetime * CHALLENGE_LIFETIMES,
             )
         ):
-            return
-        await self._issue_code(
-            tx,
+            return None
+        return self._new_code(
             email=email,
             purpose=purpose,
             first_name=user.first_name,
@@ -605,39 +629,54 @@ class AuthService:
         challenge_id: str | None = None,
     ) -> None:
         """Retire older codes for (email, purpose), store the new code's hash, queue its mail."""
-        await otps.retire_live(tx, email=email, purpose=purpose, now=now)
+        code = self._new_code(
+            email=email,
+            purpose=purpose,
+            first_name=first_name,
+            client_ip=client_ip,
+            now=now,
+            pending=pending,
+            challenge_id=challenge_id,
+        )
+        await issuing.issue(tx, [code], now=now)
+        self._code_issued(code)
+
+    def _new_code(
+        self,
+        *,
+        email: str,
+        purpose: Purpose,
+        first_name: str,
+        client_ip: str,
+        now: datetime,
+        pending: tuple[str, str, str] | None,
+        challenge_id: str | None,
+    ) -> NewCode:
+        """A fresh code: its keyed hash to store, and the mail that carries it."""
         code = self._settings.active_developer_otp or codes.generate_otp(self._settings.otp_length)
-        expires_at = now + self._code_lifetime
-        otp_id = await otps.add(
-            tx,
+        return NewCode(
             email=email,
             purpose=purpose,
             code_hash=codes.hash_code(
                 self._settings.signing_key, email=email, purpose=purpose, code=code
             ),
-            expires_at=expires_at,
-            now=now,
+            expires_at=now + self._code_lifetime,
+            mail=self._renderer.render(
+                MailKind(purpose),
+                code=code,
+                first_name=first_name,
+                expires_minutes=self._settings.otp_expiry_minutes,
+            ),
+            email_hash=self._fingerprint(email),
+            ip=client_ip,
             pending=pending,
             challenge_id=challenge_id,
         )
-        mail = self._renderer.render(
-            MailKind(purpose),
-            code=code,
-            first_name=first_name,
-            expires_minutes=self._settings.otp_expiry_minutes,
-        )
-        await outbox.enqueue(
-            tx,
-            recipient=email,
-            kind=purpose,
-            mail=mail,
-            otp_id=otp_id,
-            send_before=expires_at,
-            now=now,
-        )
-        await self._audit(tx, "code_issued", email, client_ip, "success", purpose=purpose)
-        metrics.CODES_ISSUED.labels(purpose=purpose).inc()
-        logger.info("%s code issued for %s", purpose, mask_email(email))
+
+    @staticmethod
+    def _code_issued(code: NewCode) -> None:
+        metrics.CODES_ISSUED.labels(purpose=code.purpose).inc()
+        logger.info("%s code issued for %s", code.purpose, mask_email(code.email))
 
     async def _queue_notice(
         self, tx: Transaction, user: UserRow, kind: MailKind, now: datetime
