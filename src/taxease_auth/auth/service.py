@@ -189,12 +189,15 @@ class AuthService:
                 )
             await self._issue_code(
                 tx,
-                email=registration.email,
-                purpose=Purpose.EMAIL_VERIFICATION,
-                first_name=registration.first_name,
-                client_ip=client_ip,
+                self._new_code(
+                    email=registration.email,
+                    purpose=Purpose.EMAIL_VERIFICATION,
+                    first_name=registration.first_name,
+                    client_ip=client_ip,
+                    now=now,
+                    pending=(password_hash, registration.first_name, registration.last_name),
+                ),
                 now=now,
-                pending=(password_hash, registration.first_name, registration.last_name),
             )
 
     # --- codes -------------------------------------------------------------------------------
@@ -452,12 +455,15 @@ class AuthService:
                 await self._audit(tx, "login_challenged", email, client_ip, "success")
                 await self._issue_code(
                     tx,
-                    email=email,
-                    purpose=Purpose.LOGIN,
-                    first_name=user.first_name,
-                    client_ip=client_ip,
+                    self._new_code(
+                        email=email,
+                        purpose=Purpose.LOGIN,
+                        first_name=user.first_name,
+                        client_ip=client_ip,
+                        now=now,
+                        challenge_id=challenge_id,
+                    ),
                     now=now,
-                    challenge_id=challenge_id,
                 )
         if self._settings.login_otp_required:
             self._mail_queued()
@@ -616,28 +622,8 @@ class AuthService:
         metrics.LOGINS.labels(outcome="success").inc()
         return self._tokens.issue(user_id=user.id, token_version=user.token_version)
 
-    async def _issue_code(
-        self,
-        tx: Transaction,
-        *,
-        email: str,
-        purpose: Purpose,
-        first_name: str,
-        client_ip: str,
-        now: datetime,
-        pending: tuple[str, str, str] | None = None,
-        challenge_id: str | None = None,
-    ) -> None:
+    async def _issue_code(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:
         """Retire older codes for (email, purpose), store the new code's hash, queue its mail."""
-        code = self._new_code(
-            email=email,
-            purpose=purpose,
-            first_name=first_name,
-            client_ip=client_ip,
-            now=now,
-            pending=pending,
-            challenge_id=challenge_id,
-        )
         await issuing.issue(tx, [code], now=now)
         self._code_issued(code)
 
@@ -649,8 +635,8 @@ class AuthService:
         first_name: str,
         client_ip: str,
         now: datetime,
-        pending: tuple[str, str, str] | None,
-        challenge_id: str | None,
+        pending: tuple[str, str, str] | None = None,
+        challenge_id: str | None = None,
     ) -> NewCode:
         """A fresh code: its keyed hash to store, and the mail that carries it."""
         code = self._settings.active_developer_otp or codes.generate_otp(self._settings.otp_length)
