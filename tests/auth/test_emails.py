@@ -191,3 +191,11 @@ def test_fingerprint_is_the_documented_construction() -> None:
     expected = hmac.new(key, b"a@example.com", hashlib.sha256).hexdigest()[:32]
 
     assert email_fingerprint(secret, "a@example.com") == expected
+
+
+def test_every_c0_control_character_and_del_is_refused_anywhere() -> None:
+    for code in (*range(32), 127):
+        for address in (f"{chr(code)}user@example.com", f"us{chr(code)}er@example.com"):
+            with pytest.raises(InvalidEmail, match="control characters"):
+                canonical_email(address)
+    assert canonical_email("user@example.com") == "user@example.com"
