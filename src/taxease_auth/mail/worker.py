@@ -199,7 +199,7 @@ class DeliveryWorker:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[Outcome]] = set()
-        # Rows claimed and not yet started: a claim takes as many as sends can start.
+        # Rows claimed and not yet started (a claim takes a second's turns: _next_row).
         self._claimed: collections.deque[ClaimedMail] = collections.deque()
         self.worker_id = f"worker-{secrets.token_hex(4)}"
 

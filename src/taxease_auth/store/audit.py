@@ -17,6 +17,13 @@ _INSERT = Statement("""
 """)
 
 
+def stored_ip(ip: str | None) -> str | None:
+    """``ip`` as its column holds it: PostgreSQL refuses a string longer than the column
+    (SQLite stores it whole), and an IPv6 address forwarded with a zone ("fe80::1%eth0") may
+    be of any length."""
+    return ip[:IP_MAX_LENGTH] if ip else ip
+
+
 async def record(
     tx: Transaction,
     *,
@@ -35,9 +42,7 @@ async def record(
         event=event,
         purpose=purpose,
         email_hash=email_hash,
-        # PostgreSQL refuses a string longer than its column (SQLite stores it whole), and
-        # an IPv6 address forwarded with a zone ("fe80::1%eth0") may be of any length.
-        ip=ip[:IP_MAX_LENGTH] if ip else ip,
+        ip=stored_ip(ip),
         outcome=outcome,
         detail=detail[:100] if detail else None,
     )

@@ -10,14 +10,12 @@ with the same statements as a single issue.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from taxease_auth.mail.message import RenderedMail
 from taxease_auth.store import audit, otps, outbox
-from taxease_auth.store.models import IP_MAX_LENGTH
 from taxease_auth.store.sql import Statement, Transaction
 
 
@@ -146,13 +144,12 @@ async def _issue_together(tx: Transaction, codes: Sequence[NewCode], *, now: dat
         html_bodies=[code.mail.html for code in codes],
         text_bodies=[code.mail.text for code in codes],
         send_befores=[code.expires_at for code in codes],
-        keys=[secrets.token_hex(16) for _ in codes],
+        keys=[outbox.new_idempotency_key() for _ in codes],
     )
     await tx.run(
         _INSERT_EVENTS,
         now=now,
         purposes=purposes,
         email_hashes=[code.email_hash for code in codes],
-        # As audit.record: PostgreSQL refuses a string longer than its column.
-        ips=[code.ip[:IP_MAX_LENGTH] if code.ip else code.ip for code in codes],
+        ips=[audit.stored_ip(code.ip) for code in codes],
     )

@@ -38,6 +38,11 @@ _ENQUEUE = Statement("""
 """)
 
 
+def new_idempotency_key() -> str:
+    """A queued mail's key: random, unique (the column is), logged and tagged on the send."""
+    return secrets.token_hex(16)
+
+
 async def enqueue(
     tx: Transaction,
     *,
@@ -49,7 +54,7 @@ async def enqueue(
     now: datetime,
 ) -> str:
     """Queue a mail; its idempotency key (in the worker's logs and the SES tags)."""
-    idempotency_key = secrets.token_hex(16)
+    idempotency_key = new_idempotency_key()
     await tx.run(
         _ENQUEUE,
         recipient=recipient,

@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxease_auth.store.sql import Conflict, Row, Statement
@@ -79,12 +78,8 @@ class PostgresDatabase:
     """
 
     dialect = "postgresql"
-    # SQLAlchemyError: a bad URL found while reading the engine's connect arguments.
-    errors: tuple[type[Exception], ...] = (
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        SQLAlchemyError,
-    )
+    # (A server that cannot be reached raises OSError, which callers catch as such.)
+    errors: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = POOL_SIZE) -> None:
         args, params = engine.dialect.create_connect_args(engine.url)
