@@ -962,7 +962,8 @@ class Run:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the working tree differed from it."""
+    """The commit measured, and whether the code differed from it (the results of earlier
+    runs, not yet committed, do not count)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(  # noqa: S603 - git, fixed arguments
@@ -974,7 +975,8 @@ def git_state() -> dict[str, Any]:
         )
         return done.stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    changed = git("status", "--porcelain", "--", ".", ":(exclude)bench/results")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
 
 
 def render(results: dict[str, Any]) -> str:
