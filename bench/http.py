@@ -940,7 +940,7 @@ class Run:
                 "notes": [
                     "wrk shares the machine's 2 cores with the server (and the reference)",
                     "development mode, console mail backend (stdout discarded), embedded "
-                    "delivery worker on, INFO logs to a file",
+                    "delivery worker on, INFO logs to a file (unless a setting below changes it)",
                     *self.notes,
                 ],
             },
