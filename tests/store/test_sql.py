@@ -17,7 +17,7 @@ from taxease_auth.config import Settings
 from taxease_auth.store import users
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import User
-from taxease_auth.store.sql import Conflict, Database, Statement, database_for, utc
+from taxease_auth.store.sql import Conflict, Database, Statement, Transaction, database_for, utc
 from tests.conftest import SettingsFactory
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -42,17 +42,22 @@ async def database(engine: AsyncEngine) -> AsyncIterator[Database]:
     await asyncio.wait_for(database.close(), timeout=5)  # a turn never given back fails here
 
 
+async def insert_user(tx: Transaction, email: str) -> int:
+    """An unverified account, inside the caller's transaction."""
+    return await users.add(
+        tx,
+        email=email,
+        password_hash="not-a-real-hash",
+        first_name="Ada",
+        last_name="Lovelace",
+        verified=False,
+        now=NOW,
+    )
+
+
 async def add_user(database: Database, email: str) -> int:
     async with database.transaction() as tx:
-        return await users.add(
-            tx,
-            email=email,
-            password_hash="not-a-real-hash",
-            first_name="Ada",
-            last_name="Lovelace",
-            verified=False,
-            now=NOW,
-        )
+        return await insert_user(tx, email)
 
 
 async def record_login(database: Database, user_id: int) -> None:
@@ -116,15 +121,7 @@ async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
         async with database.transaction() as tx:
             later = NOW + timedelta(hours=1)
             await users.record_login(tx, user_id, now=later, new_password_hash=None)
-            await users.add(
-                tx,
-                email="twice@example.com",
-                password_hash="x",
-                first_name="A",
-                last_name="B",
-                verified=False,
-                now=NOW,
-            )
+            await insert_user(tx, "twice@example.com")
 
     with pytest.raises(Conflict):
         await log_in_then_register_the_address_again()
@@ -140,15 +137,7 @@ async def test_an_error_inside_the_block_rolls_back_and_the_next_transaction_wor
 ) -> None:
     async def register_then_fail() -> None:
         async with database.transaction() as tx:
-            await users.add(
-                tx,
-                email="ghost@example.com",
-                password_hash="x",
-                first_name="A",
-                last_name="B",
-                verified=False,
-                now=NOW,
-            )
+            await insert_user(tx, "ghost@example.com")
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
