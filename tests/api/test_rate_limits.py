@@ -294,7 +294,10 @@ async def test_login_attempts_per_client_are_capped(
 # --- client addresses -------------------------------------------------------------------------
 
 
-async def _register_from(client: httpx.AsyncClient, email: str, forwarded_for: str) -> int:
+async def _register_from(
+    client: httpx.AsyncClient, email: str, forwarded_for: str | list[str]
+) -> int:
+    lines = [forwarded_for] if isinstance(forwarded_for, str) else forwarded_for
     response = await client.post(
         f"{API}/register",
         json={
@@ -304,7 +307,7 @@ async def _register_from(client: httpx.AsyncClient, email: str, forwarded_for: s
             "last_name": "User",
             "accept_terms": True,
         },
-        headers={"X-Forwarded-For": forwarded_for},
+        headers=[("X-Forwarded-For", line) for line in lines],
     )
     return response.status_code
 
@@ -337,6 +340,25 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget(
     forged = await _register_from(app.client, "d@example.com", "198.51.100.7, 203.0.113.2")
 
     assert (one, two, one_again, forged) == (201, 201, 429, 429)
+
+
+async def test_a_forged_first_forwarded_line_does_not_buy_a_budget(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    # A proxy that adds a line of its own (HAProxy's option forwardfor) instead of appending
+    # leaves the client's forged line first: every line counts, in order, as one list of hops.
+    app = await start_app(
+        make_settings(
+            **limited(rate_limit_register_per_ip="1/hour"), trusted_proxies=["127.0.0.0/8"]
+        )
+    )
+
+    answers = [
+        await _register_from(app.client, f"user{n}@example.com", [f"198.51.100.{n}", "203.0.113.5"])
+        for n in range(12)
+    ]
+
+    assert answers == [201] + [429] * 11
 
 
 # --- shared between processes (Redis) ---------------------------------------------------------

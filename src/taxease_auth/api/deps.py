@@ -25,7 +25,10 @@ def caller(request: Request) -> tuple[AuthService, str]:
     state = request.app.state
     settings: Settings = state.settings
     peer = request.client.host if request.client else None
-    address = client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+    # Every X-Forwarded-For line, in order, as one list of hops: a proxy that adds a line of its
+    # own (HAProxy's option forwardfor) leaves the client's forged first line in front of it.
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    address = client_address(peer, forwarded_for, settings.trusted_proxies)
     service: AuthService = state.auth_service
     return service, address
 

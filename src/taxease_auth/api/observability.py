@@ -74,7 +74,9 @@ class RequestObservability:
             if name == REQUEST_ID_HEADER:
                 incoming = value
             elif name == b"x-forwarded-for":
-                forwarded_for = value
+                # Every line, in order, as one list of hops: a proxy may add a line of its own
+                # instead of appending to the client's (HAProxy's option forwardfor).
+                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
         if incoming is not None and _VALID_REQUEST_ID.fullmatch(incoming):
             raw_id = incoming
             request_id = incoming.decode("ascii")
