@@ -82,6 +82,22 @@ def test_production_refuses_the_development_key() -> None:
     assert "SECRET_KEY" in config_error(**production(secret_key=DEVELOPMENT_SECRET_KEY))
 
 
+@pytest.mark.parametrize("weak", ["x", DEVELOPMENT_SECRET_KEY])
+def test_production_refuses_a_weak_or_public_previous_key(weak: str) -> None:
+    good = "another-random-previous-key-" + "p" * 16
+    message = config_error(**production(previous_secret_keys=f"{good},{weak}"))
+
+    assert "PREVIOUS_SECRET_KEYS entry 2 " in message
+    assert DEVELOPMENT_SECRET_KEY not in message  # a key is never echoed
+
+
+def test_production_accepts_strong_previous_keys() -> None:
+    good = "another-random-previous-key-" + "p" * 16
+    settings = load_settings(**production(previous_secret_keys=good))
+
+    assert settings.verification_keys == [TEST_SECRET_KEY, good]
+
+
 def test_production_requires_a_sender() -> None:
     values = production()
     del values["aws_ses_from_email"]

@@ -238,6 +238,18 @@ class Settings(BaseSettings):
                 f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
             )
+        # A previous key still verifies tokens and codes: a weak or public one would let anyone
+        # forge them, so each gets SECRET_KEY's checks. Positions only: never echo a key.
+        weak = [
+            str(position)
+            for position, previous in enumerate(self.previous_secret_keys, start=1)
+            if previous == DEVELOPMENT_SECRET_KEY or len(previous) < MIN_SECRET_KEY_LENGTH
+        ]
+        if weak:
+            problems.append(
+                f"PREVIOUS_SECRET_KEYS entry {', '.join(weak)} must be a random value of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters, and never the development key"
+            )
         bound = self.guessing_bound
         if bound.probability_per_day > self.otp_max_guess_probability_per_day:
             problems.append(
