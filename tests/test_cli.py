@@ -157,6 +157,24 @@ def test_serve_with_several_workers_on_sqlite_and_embedded_worker_exits_2(
     assert "--workers 1" in result.stderr
 
 
+def test_production_serve_with_several_workers_on_memory_budgets_exits_2(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    env = sqlite_env(
+        tmp_path / "x.sqlite3",
+        DEVELOPMENT_MODE="false",
+        SECRET_KEY="a-test-secret-key-that-is-long-enough-x",
+        AWS_SES_FROM_EMAIL="no-reply@taxease.example",
+        EMBEDDED_WORKER="false",
+        RATE_LIMIT_STORAGE_URL="memory://",
+    )
+
+    result = runner.invoke(app, ["serve", "--workers", "2"], env=env)
+
+    assert result.exit_code == 2
+    assert "RATE_LIMIT_STORAGE_URL" in result.stderr
+
+
 def test_worker_with_invalid_config_exits_2(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["worker"], env=sqlite_env(tmp_path / "x.sqlite3", DATABASE_URL="mysql://h/db")

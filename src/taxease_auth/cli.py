@@ -66,6 +66,15 @@ def serve(
             err=True,
         )
         raise typer.Exit(code=2)
+    if not settings.development_mode and workers > 1 and _in_process_budgets(settings):
+        # Each process would keep budgets of its own: every per-address limit multiplied by
+        # the process count, while the start-up guessing bound assumes one.
+        typer.echo(
+            "taxease-auth: RATE_LIMIT_STORAGE_URL=memory:// keeps rate budgets per process; "
+            "with --workers > 1 in production set it to redis://... (or use --workers 1)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     configure_logging(settings)
     _multiprocess_metrics(workers)
     uvicorn.run(
@@ -83,6 +92,10 @@ def serve(
         proxy_headers=False,  # client addresses are taken from TRUSTED_PROXIES, not uvicorn
         server_header=False,
     )
+
+
+def _in_process_budgets(settings: Settings) -> bool:
+    return settings.rate_limit_storage_url.startswith(("memory://", "async+memory://"))
 
 
 def _multiprocess_metrics(workers: int) -> None:
