@@ -54,6 +54,11 @@ class ConfigError(Exception):
 CommaList = Annotated[list[str], NoDecode]
 
 
+def _weak_key(key: str) -> bool:
+    """A signing key too short, or the public development key: refused in production."""
+    return key == DEVELOPMENT_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -233,7 +238,7 @@ class Settings(BaseSettings):
         key = self.secret_key.get_secret_value() if self.secret_key else ""
         if not key:
             problems.append("SECRET_KEY is required when DEVELOPMENT_MODE is false")
-        elif key == DEVELOPMENT_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH:
+        elif _weak_key(key):
             problems.append(
                 f"SECRET_KEY must be a random value of at least {MIN_SECRET_KEY_LENGTH} characters "
                 '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
@@ -243,7 +248,7 @@ class Settings(BaseSettings):
         weak = [
             str(position)
             for position, previous in enumerate(self.previous_secret_keys, start=1)
-            if previous == DEVELOPMENT_SECRET_KEY or len(previous) < MIN_SECRET_KEY_LENGTH
+            if _weak_key(previous)
         ]
         if weak:
             problems.append(
