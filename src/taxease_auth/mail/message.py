@@ -1,17 +1,11 @@
-"""What the mail path carries: a rendered message in, a provider's receipt out."""
+"""What the mail path carries: a message to one recipient in, a provider's receipt out.
+
+The rendered content before it is queued (``RenderedMail``) lives in ``store/mail_rows.py``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedMail:
-    """A mail rendered from its templates, before it is addressed and queued."""
-
-    subject: str
-    html: str
-    text: str
 
 
 @dataclass(frozen=True, slots=True)

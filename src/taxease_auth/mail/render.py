@@ -11,7 +11,7 @@ import re
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from taxease_auth.mail.message import RenderedMail
+from taxease_auth.store.mail_rows import RenderedMail
 from taxease_auth.store.models import MailKind
 
 # The kinds whose mail carries a one-time code; the others are notices.

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from taxease_auth.mail.message import RenderedMail
 from taxease_auth.store import audit, otps, outbox
+from taxease_auth.store.mail_rows import RenderedMail
 from taxease_auth.store.sql import Statement, Transaction
 
 

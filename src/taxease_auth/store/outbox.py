@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taxease_auth.config import Settings
-from taxease_auth.mail.message import RenderedMail
+from taxease_auth.store.mail_rows import RenderedMail
 from taxease_auth.store.models import EmailOutbox, OutboxStatus
 from taxease_auth.store.sql import Statement, Transaction, utc, utc_required
 
