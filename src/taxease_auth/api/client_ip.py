@@ -30,14 +30,23 @@ def _trusted(address: str, networks: Sequence[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[str]) -> str:
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[str]) -> str:
+    """The client's address, from the socket ``peer`` and the request's X-Forwarded-For header
+    lines (``forwarded_for``: every line, in the order received; empty when there is none).
+
+    All lines are read as one list of hops, first line first: a proxy may add a line of its own
+    instead of appending to the client's (HAProxy's ``option forwardfor``), and reading only one
+    line would let a forged line in front of it choose the client's address. Without a trusted
+    peer the header is ignored and the peer is the client; ``UNKNOWN_CLIENT`` without a peer.
+    """
     if peer is None:
         return UNKNOWN_CLIENT
     networks = parse_networks(tuple(trusted))
     if not networks or not forwarded_for or not _trusted(peer, networks):
         return peer
+    hops = [part.strip() for line in forwarded_for for part in line.split(",")]
     client = peer
-    for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
+    for hop in reversed(hops):
         try:
             ipaddress.ip_address(hop)
         except ValueError:

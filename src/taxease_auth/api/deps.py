@@ -25,9 +25,7 @@ def caller(request: Request) -> tuple[AuthService, str]:
     state = request.app.state
     settings: Settings = state.settings
     peer = request.client.host if request.client else None
-    # Every X-Forwarded-For line, in order, as one list of hops: a proxy that adds a line of its
-    # own (HAProxy's option forwardfor) leaves the client's forged first line in front of it.
-    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    forwarded_for = request.headers.getlist("x-forwarded-for")  # every line, in order
     address = client_address(peer, forwarded_for, settings.trusted_proxies)
     service: AuthService = state.auth_service
     return service, address

@@ -69,14 +69,16 @@ class RequestObservability:
             return
         started = time.perf_counter()
         incoming: bytes | None = None
-        forwarded_for: bytes | None = None
+        forwarded_for: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 incoming = value
             elif name == b"x-forwarded-for":
-                # Every line, in order, as one list of hops: a proxy may add a line of its own
-                # instead of appending to the client's (HAProxy's option forwardfor).
-                forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+                # Every line, in order: client_ip.client_address reads them as one list of hops.
+                if forwarded_for is None:
+                    forwarded_for = [value]
+                else:
+                    forwarded_for.append(value)
         if incoming is not None and _VALID_REQUEST_ID.fullmatch(incoming):
             raw_id = incoming
             request_id = incoming.decode("ascii")
@@ -103,7 +105,7 @@ class RequestObservability:
         REQUEST_ID.reset(token)
 
     def _observe(
-        self, scope: Scope, status: int, seconds: float, forwarded_for: bytes | None
+        self, scope: Scope, status: int, seconds: float, forwarded_for: list[bytes] | None
     ) -> None:
         route = scope.get("route")
         template: str = getattr(route, "path", UNMATCHED)
@@ -124,7 +126,7 @@ class RequestObservability:
         peer = scope.get("client")
         client = client_address(
             peer[0] if peer else None,
-            forwarded_for.decode("latin-1") if forwarded_for else None,
+            [line.decode("latin-1") for line in forwarded_for] if forwarded_for else (),
             self.trusted_proxies,
         )
         access_logger.log(
