@@ -11,10 +11,12 @@ from tests.api.conftest import (
     INVALID_CODE,
     answer_headers,
     code_in_mail,
+    confirm_reset,
     login,
     outbox_kinds,
     register,
     request_otp,
+    request_reset,
     verified_user,
     verify,
 )
@@ -179,6 +181,30 @@ async def test_login_code_is_not_resent_once_the_challenge_was_used(
     await request_otp(app.client, "used@example.com", "login", challenge_id=challenge)
 
     assert await outbox_kinds(app, "used@example.com") == ["email_verification", "login"]
+
+
+async def test_a_password_reset_ends_the_live_login_challenge(login_code_app: RunningApp) -> None:
+    """Review 17.6: someone who knew the old password started a login; the owner reset the
+    password. The old challenge gets no new code, and its code no longer verifies."""
+    app = login_code_app
+    email = "reset-challenge@example.com"
+    password = await verified_user(app, email)
+    challenge = (await login(app.client, email, password)).json()["challenge_id"]
+    old_code = await code_in_mail(app, email, 2)
+    assert (await request_reset(app.client, email)).status_code == 202
+    reset_code = await code_in_mail(app, email, 3)
+    new_password = "a brand new passphrase for this"
+    assert (await confirm_reset(app.client, email, reset_code, new_password)).status_code == 200
+    kinds = await outbox_kinds(app, email)
+
+    response = await request_otp(app.client, email, "login", challenge_id=challenge)
+
+    assert response.status_code == 202
+    assert await outbox_kinds(app, email) == kinds  # nothing mailed for the old challenge
+    assert kinds.count("login") == 1
+    refused = await verify(app.client, email, old_code, "login", challenge_id=challenge)
+    assert refused.status_code == 400
+    assert refused.json() == INVALID_CODE
 
 
 async def test_login_code_is_not_resent_for_another_accounts_challenge(

@@ -61,8 +61,9 @@ _CONSUME = Statement("""
           AND attempts < :max_attempts
 """)
 _CHALLENGE = Statement("""
-    SELECT used, created_at FROM otps
+    SELECT used, created_at, retired_at FROM otps
     WHERE email = :email AND purpose = 'login' AND challenge_id = :challenge_id
+    ORDER BY created_at DESC, id DESC
 """)
 
 
@@ -147,11 +148,20 @@ async def consume(tx: Transaction, otp_id: int, *, now: datetime, max_attempts: 
 async def challenge_is_live(
     tx: Transaction, *, email: str, challenge_id: str, started_after: datetime
 ) -> bool:
-    """A login challenge is live while none of its codes was used and it began recently."""
+    """A login challenge is live while none of its codes was used, its newest code was not
+    retired, and it began after ``started_after``.
+
+    A resend for the challenge retires its earlier code and adds a newer one, so the newest
+    stays unretired; what retires the newest is the end of the challenge: a password reset
+    (every live code of the account dies with the old password: without this check the old
+    password's challenge got new codes, and tokens, after the reset) or a newer login.
+    """
     rows = await tx.all(_CHALLENGE, email=email, challenge_id=challenge_id)
     if not rows:
         return False
+    newest_retired = rows[0][2] is not None
     return (
-        not any(used for used, _ in rows)
-        and min(utc_required(created) for _, created in rows) > started_after
+        not newest_retired
+        and not any(used for used, _, _ in rows)
+        and min(utc_required(created) for _, created, _ in rows) > started_after
     )
