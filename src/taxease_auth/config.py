@@ -132,7 +132,8 @@ class Settings(BaseSettings):
 
     # --- mail ------------------------------------------------------------------------------
     email_backend: EmailBackendName | None = None
-    aws_ses_configuration_set: str | None = None
+    # SES's own rule for a configuration set's name; it also goes into an SMTP header as is.
+    aws_ses_configuration_set: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     aws_endpoint_url: str | None = None
     ses_max_send_rate: float | None = Field(default=None, gt=0)
     smtp_host: str | None = None
@@ -160,6 +161,16 @@ class Settings(BaseSettings):
     # How often the delivery worker applies the retention rules (`taxease-auth purge`);
     # 0: never (run the purge command from cron instead).
     housekeeping_interval_seconds: int = Field(default=3600, ge=0)
+    # --- SES feedback (DESIGN.md §10) -------------------------------------------------------
+    # The SQS queue the configuration set's SNS topic feeds; unset: no feedback consumer.
+    ses_feedback_queue_url: str | None = None
+    # When set, SNS envelopes from any other topic are ignored (and deleted).
+    ses_feedback_topic_arn: str | None = None
+    # Bounce and complaint rates are taken over this many most recent accepted mails.
+    mail_reputation_window: int = Field(default=1000, ge=10)
+    # Half of SES's review levels (5 % bounces, 0.1 % complaints): warn long before SES acts.
+    mail_bounce_rate_warn: float = Field(default=0.025, gt=0, le=1)
+    mail_complaint_rate_warn: float = Field(default=0.0005, gt=0, le=1)
 
     @field_validator("previous_secret_keys", "trusted_proxies", mode="before")
     @classmethod

@@ -61,7 +61,9 @@ _ACCOUNT_WIDE_TEXTS = (
 )
 
 # "queued as 4Xk2..." (Postfix, Exim...) or SES's "Ok 0101018f...-000000".
-_QUEUE_ID = re.compile(r"queued as\s+<?([^\s;,<>]+)>?|^ok\s+(\S+)$", re.IGNORECASE)
+# SES's SMTP interface answers "250 Ok <message-id>": that id is what its events name.
+_QUEUE_ID = re.compile(r"queued as\s+<?([^\s;,<>]+)>?|^ok\s+<?([^\s<>]+)>?$", re.IGNORECASE)
+SES_CONFIGURATION_SET_HEADER = "X-SES-CONFIGURATION-SET"
 # A lone run of 6-10 digits is what a code looks like: never in a stored reason.
 _CODE_LIKE = re.compile(r"(?<!\d)\d{6,10}(?!\d)")
 
@@ -171,8 +173,11 @@ class Envelope:
     message_id: str
 
 
-def build_envelope(message: Message) -> Envelope:
+def build_envelope(message: Message, *, configuration_set: str | None = None) -> Envelope:
     """Build the MIME message (multipart/alternative: text, then HTML; UTF-8).
+
+    With ``configuration_set``, the ``X-SES-CONFIGURATION-SET`` header asks SES's SMTP
+    interface to publish this mail's events through that set (DESIGN.md §10).
 
     Raises ``PermanentSendError`` when a header value holds a control character (header
     injection) or an address cannot be parsed: account-wide for the sender (configuration),
@@ -196,6 +201,8 @@ def build_envelope(message: Message) -> Envelope:
     domain = envelope_sender.rpartition("@")[2]
     message_id = f"<{message.idempotency_key}@{domain}>"
     mime["Message-ID"] = message_id
+    if configuration_set:
+        mime[SES_CONFIGURATION_SET_HEADER] = configuration_set
     mime.set_content(message.text, charset="utf-8", cte="quoted-printable")
     mime.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
     try:
@@ -239,6 +246,7 @@ class SmtpBackend:
         self._timeout = settings.smtp_timeout_seconds
         self._username = settings.smtp_username
         self._password = settings.smtp_password
+        self._configuration_set = settings.aws_ses_configuration_set
         self._tls_context: ssl.SSLContext | None = None
         if self._security is not SmtpSecurity.NONE:
             # Certificate and host name checked; TLS 1.2 at least (Python's defaults).
@@ -254,7 +262,7 @@ class SmtpBackend:
     async def send(self, message: Message) -> SendResult:
         """Send ``message``; return the relay's queue id (or the Message-ID) or raise a
         ``SendError`` subclass. Cancellation waits for the session in flight."""
-        envelope = build_envelope(message)
+        envelope = build_envelope(message, configuration_set=self._configuration_set)
         sender = message.sender
         reply = await anyio.to_thread.run_sync(
             self._send_blocking, envelope, sender, limiter=self._limiter
