@@ -7,11 +7,13 @@ DESIGN.md §2. Nothing here reads the environment at import time: callers build 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-never-use-in-production"
 DEVELOPMENT_SENDER = "TaxEase <no-reply@taxease.localhost>"
 MIN_SECRET_KEY_LENGTH = 32
+# Where `make run` serves, and the token issuer without PUBLIC_BASE_URL (DESIGN.md §12).
+DEVELOPMENT_BASE_URL = "http://127.0.0.1:8001"
+DEFAULT_TOKEN_ISSUER = "taxease-auth"
 
 
 class EmailBackendName(StrEnum):
@@ -59,6 +64,21 @@ def _weak_key(key: str) -> bool:
     return key == DEVELOPMENT_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH
 
 
+def _http_url(value: str) -> bool:
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _loopback_url(value: str) -> bool:
+    host = urlsplit(value).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -84,7 +104,18 @@ class Settings(BaseSettings):
     app_name: str = Field(default="TaxEase", min_length=1, max_length=64)
     secret_key: SecretStr | None = None
     previous_secret_keys: CommaList = Field(default_factory=list)
-    access_token_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Access tokens (DESIGN.md §11): `iss` is TOKEN_ISSUER, else PUBLIC_BASE_URL, else a
+    # default per mode (``token_issuer_value``); `aud` is TOKEN_AUDIENCE.
+    token_issuer: str | None = Field(default=None, max_length=255)
+    token_audience: str = Field(default="taxease", min_length=1, max_length=255)
+    # The address people reach the service at (links in mail, the token issuer; §12).
+    public_base_url: str | None = Field(default=None, max_length=255)
+    # Sessions: a refresh token sent again this long after its first use gets that use's
+    # answer again (a client retrying a lost answer); later, reuse ends the session.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
+    session_idle_days: int = Field(default=14, ge=1, le=365)
+    session_max_days: int = Field(default=60, ge=1, le=3650)
     login_otp_required: bool = False
     trusted_proxies: CommaList = Field(default_factory=list)
     log_level: str = "INFO"
@@ -117,6 +148,8 @@ class Settings(BaseSettings):
     rate_limit_login_failures_per_email: str = "10/15minutes"
     rate_limit_login_per_ip: str = "100/15minutes"
     rate_limit_register_per_ip: str = "10/hour"
+    rate_limit_refresh_per_ip: str = "300/minute"
+    rate_limit_refresh_per_session: str = "10/minute"
     # Production refuses settings under which one account's code is guessed with a higher
     # probability per day (see auth/guessing.py and the README's security section).
     otp_max_guess_probability_per_day: float = Field(default=1e-3, gt=0, le=1)
@@ -187,6 +220,8 @@ class Settings(BaseSettings):
         "rate_limit_login_failures_per_email",
         "rate_limit_login_per_ip",
         "rate_limit_register_per_ip",
+        "rate_limit_refresh_per_ip",
+        "rate_limit_refresh_per_session",
     )
     @classmethod
     def _parsable_limits(cls, value: str) -> str:
@@ -238,6 +273,10 @@ class Settings(BaseSettings):
             problems.append("SMTP_HOST is required with EMAIL_BACKEND=smtp")
         if bool(self.smtp_username) != bool(self.smtp_password):
             problems.append("SMTP_USERNAME and SMTP_PASSWORD must be set together")
+        if self.session_idle_days > self.session_max_days:
+            problems.append("SESSION_IDLE_DAYS must not exceed SESSION_MAX_DAYS")
+        if self.public_base_url is not None and not _http_url(self.public_base_url):
+            problems.append("PUBLIC_BASE_URL must be an http:// or https:// URL with a host")
         if self.smtp_ca_file and not Path(self.smtp_ca_file).is_file():
             problems.append(f"SMTP_CA_FILE {self.smtp_ca_file!r} is not a readable file")
         if problems:
@@ -266,6 +305,13 @@ class Settings(BaseSettings):
                 f"PREVIOUS_SECRET_KEYS entry {', '.join(weak)} must be a random value of at least "
                 f"{MIN_SECRET_KEY_LENGTH} characters, and never the development key"
             )
+        if (
+            self.public_base_url is not None
+            and _http_url(self.public_base_url)
+            and not self.public_base_url.startswith("https://")
+            and not _loopback_url(self.public_base_url)
+        ):
+            problems.append("PUBLIC_BASE_URL must be https:// unless its host is a loopback address")
         bound = self.guessing_bound
         if bound.probability_per_day > self.otp_max_guess_probability_per_day:
             problems.append(
@@ -327,6 +373,16 @@ class Settings(BaseSettings):
     def verification_keys(self) -> list[str]:
         """The current key first, then the previous ones that still verify."""
         return [self.signing_key, *self.previous_secret_keys]
+
+    @property
+    def token_issuer_value(self) -> str:
+        """The `iss` of access tokens: TOKEN_ISSUER, else PUBLIC_BASE_URL, else the
+        development address in development mode, else ``taxease-auth`` (DESIGN.md §12)."""
+        if self.token_issuer:
+            return self.token_issuer
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return DEVELOPMENT_BASE_URL if self.development_mode else DEFAULT_TOKEN_ISSUER
 
     @property
     def active_developer_otp(self) -> str | None:

@@ -79,7 +79,7 @@ async def test_token_signed_with_another_key_is_refused(
 
 @pytest.mark.parametrize(
     ("age", "status"),
-    [(timedelta(minutes=30) - timedelta(seconds=1), 200), (timedelta(minutes=30), 401)],
+    [(timedelta(minutes=15) - timedelta(seconds=1), 200), (timedelta(minutes=15), 401)],
     ids=["just-before-expiry", "at-expiry"],
 )
 async def test_token_expires_after_access_token_expire_minutes(
@@ -87,7 +87,7 @@ async def test_token_expires_after_access_token_expire_minutes(
 ) -> None:
     clock = ManualClock()
     app = await start_app(make_settings(), clock=clock)
-    assert app.settings.access_token_expire_minutes == 30
+    assert app.settings.access_token_expire_minutes == 15
     await verified_user(app, "expiry@example.com")
     token = await login_token(app.client, "expiry@example.com", STRONG_PASSWORD)
 

@@ -177,3 +177,43 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(100))
+
+
+SESSION_ID_MAX_LENGTH = 43  # 32 random bytes, base64url without padding
+USER_AGENT_MAX_LENGTH = 256
+
+
+class Session(Base):
+    """A login and the refresh tokens it rotates through (DESIGN.md §11)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(SESSION_ID_MAX_LENGTH), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    # As seen at login (after TRUSTED_PROXIES), for the owner's list of sessions.
+    ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
+    amr: Mapped[str] = mapped_column(String(32))  # comma-separated: "pwd" or "pwd,otp"
+
+
+class RefreshToken(Base):
+    """A refresh token, by its keyed hash only (HMAC-SHA256 keyed from SECRET_KEY)."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    replaced_by: Mapped[str | None] = mapped_column(String(64))
+    # The pair its one rotation answered, AES-GCM sealed with a key only this token opens:
+    # a client retrying a lost answer within REFRESH_REUSE_GRACE_SECONDS gets it again.
+    # Cleared when the next token is rotated.
+    grace_answer: Mapped[str | None] = mapped_column(Text)
