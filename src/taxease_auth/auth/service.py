@@ -447,7 +447,13 @@ class AuthService:
             raise EmailNotVerified
         now = self._clock.now()
         async with self._db.transaction() as tx:
-            await users.record_login(tx, user.id, now=now, new_password_hash=new_hash)
+            await users.record_login(
+                tx,
+                user.id,
+                now=now,
+                new_password_hash=new_hash,
+                read_password_hash=user.password_hash,
+            )
             if not self._settings.login_otp_required:
                 await self._audit(tx, "login_succeeded", email, client_ip, "success")
             else:

@@ -49,9 +49,14 @@ _REPLACE_PASSWORD = Statement("""
     WHERE id = :id
 """)
 _RECORD_LOGIN = Statement("UPDATE users SET last_login_at = :now WHERE id = :id")
-_RECORD_LOGIN_REHASHED = Statement(
-    "UPDATE users SET last_login_at = :now, password_hash = :password_hash WHERE id = :id"
-)
+# The upgrade applies only while the row still holds the hash the login verified: a password
+# reset committed in between must not be overwritten by the old password, rehashed.
+_RECORD_LOGIN_REHASHED = Statement("""
+    UPDATE users SET last_login_at = :now,
+                     password_hash = CASE WHEN password_hash = :read_hash THEN :password_hash
+                                          ELSE password_hash END
+    WHERE id = :id
+""")
 
 
 def _user(row: Row | None) -> UserRow | None:
@@ -161,9 +166,29 @@ async def replace_password(
 
 
 async def record_login(
-    tx: Transaction, user_id: int, *, now: datetime, new_password_hash: str | None
+    tx: Transaction,
+    user_id: int,
+    *,
+    now: datetime,
+    new_password_hash: str | None,
+    read_password_hash: str | None = None,
 ) -> None:
+    """Record a successful login at ``now``.
+
+    With ``new_password_hash`` (the password rehashed with the current argon2 parameters), also
+    upgrade the stored hash, but only if it is still ``read_password_hash``, the hash the login
+    verified: when the password changed meanwhile (a reset), the new password is kept.
+    ValueError when ``new_password_hash`` comes without ``read_password_hash``.
+    """
     if new_password_hash is None:
         await tx.run(_RECORD_LOGIN, id=user_id, now=now)
-    else:  # the stored hash used older, weaker argon2 parameters
-        await tx.run(_RECORD_LOGIN_REHASHED, id=user_id, now=now, password_hash=new_password_hash)
+        return
+    if read_password_hash is None:
+        raise ValueError("a password hash upgrade needs the hash it replaces")
+    await tx.run(
+        _RECORD_LOGIN_REHASHED,
+        id=user_id,
+        now=now,
+        password_hash=new_password_hash,
+        read_hash=read_password_hash,
+    )
