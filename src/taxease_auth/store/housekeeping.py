@@ -13,7 +13,12 @@ from taxease_auth.store import audit
 from taxease_auth.store.models import EmailOutbox, Otp, OutboxStatus
 from taxease_auth.store.outbox import clear_dead_bodies
 
-FINAL_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.EXPIRED)
+FINAL_STATUSES = (
+    OutboxStatus.SENT,
+    OutboxStatus.FAILED,
+    OutboxStatus.EXPIRED,
+    OutboxStatus.SUPPRESSED,
+)
 
 
 class RetryRefused(Exception):
@@ -116,9 +121,10 @@ async def purge(
     audit_older_than: timedelta,
 ) -> PurgeCounts:
     """Delete codes that expired more than ``codes_older_than`` ago (used, retired or not) and
-    final outbox rows (sent, failed, expired) last changed more than ``outbox_older_than`` ago,
-    and audit events older than ``audit_older_than``; clear the bodies of failed rows whose
-    code has expired. Returns the counts.
+    final outbox rows (sent, failed, expired, suppressed) last changed more than
+    ``outbox_older_than`` ago (their mail events with them), and audit events older than
+    ``audit_older_than``; clear the bodies of failed rows whose code has expired. Returns the
+    counts.
 
     Call inside a transaction; a dry run is this call followed by a rollback, so its counts are
     exactly what a real run would remove.

@@ -86,6 +86,25 @@ class OutboxStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     EXPIRED = "expired"
+    # Final: the worker did not send, the address is on the suppression list (DESIGN.md §10).
+    SUPPRESSED = "suppressed"
+
+
+class DeliveryState(StrEnum):
+    """What became of a mail after SES accepted it, from SES's events (DESIGN.md §10)."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    DELAYED = "delayed"
+    REJECTED = "rejected"
+
+
+class SuppressionReason(StrEnum):
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    MANUAL = "manual"
 
 
 class User(Base):
@@ -156,7 +175,10 @@ class EmailOutbox(Base):
     # A code must not leave after it expired: the worker marks such rows expired instead.
     send_before: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(500))
-    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    # SES's MessageId: its feedback events name it (indexed: every event looks its row up).
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    # A DeliveryState once the provider accepted the mail; None before (or never sent).
+    delivery_state: Mapped[str | None] = mapped_column(String(16))
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -217,3 +239,48 @@ class RefreshToken(Base):
     # a client retrying a lost answer within REFRESH_REUSE_GRACE_SECONDS gets it again.
     # Cleared when the next token is rotated.
     grace_answer: Mapped[str | None] = mapped_column(Text)
+
+
+FEEDBACK_DIAGNOSTIC_MAX_LENGTH = 500
+
+
+class MailEvent(Base):
+    """One SES feedback event for one recipient of one outbox row (purged with its row)."""
+
+    __tablename__ = "mail_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("email_outbox.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    # bounce | complaint | delivery | delivery_delay | reject | rendering_failure
+    event_type: Mapped[str] = mapped_column(String(32))
+    # bounceType (Permanent...), complaintFeedbackType (abuse...), delayType (MailboxFull...)
+    category: Mapped[str | None] = mapped_column(String(64))
+    subtype: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(32))
+    diagnostic: Mapped[str | None] = mapped_column(String(FEEDBACK_DIAGNOSTIC_MAX_LENGTH))
+    # The event's own time (SES's), and when we recorded it.
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    # For a delay: until when SES keeps trying.
+    expires_at: Mapped[datetime | None]
+    feedback_id: Mapped[str | None] = mapped_column(String(255))
+    sqs_message_id: Mapped[str | None] = mapped_column(String(128))
+    # SHA-256 over what makes the event itself (type, SES message id, feedbackId or time,
+    # recipient): the same event read twice, from SQS or from SNS, is recorded once.
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class SuppressedAddress(Base):
+    """An address the worker sends nothing to (DESIGN.md §10, suppression list)."""
+
+    __tablename__ = "suppressed_addresses"
+
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))  # a SuppressionReason
+    detail: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    # The event that caused it; kept as a plain id (events are purged with their row).
+    source_event_id: Mapped[int | None] = mapped_column(Integer)

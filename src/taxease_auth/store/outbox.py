@@ -85,6 +85,8 @@ class ClaimedMail:
     send_before: datetime | None
     last_error: str | None
     idempotency_key: str
+    # On the suppression list when claimed: the worker ends the row instead of sending it.
+    suppressed: bool = False
 
 
 _CLAIM = """
@@ -97,7 +99,9 @@ _CLAIM = """
         ORDER BY next_attempt_at, id
         LIMIT :limit {lock})
     RETURNING id, recipient, kind, subject, html_body, text_body, attempts, next_attempt_at,
-              send_before, last_error, idempotency_key
+              send_before, last_error, idempotency_key,
+              EXISTS (SELECT 1 FROM suppressed_addresses
+                      WHERE suppressed_addresses.email = email_outbox.recipient)
 """
 # PostgreSQL: rows another worker's claim holds are skipped, never waited for. SQLite has no
 # row locks (and no such clause): there one worker claims, held to it by SqliteWorkerLock.
@@ -133,6 +137,7 @@ async def claim_due(
             send_before=utc(row[8]),
             last_error=row[9],
             idempotency_key=row[10],
+            suppressed=bool(row[11]),
         )
         for row in rows
     ]
@@ -159,12 +164,15 @@ def _outcome(changes: str = "") -> Statement:
 _SENT = _outcome(
     "status = 'sent', attempts = attempts + 1, provider_message_id = :provider_id, "
     "sent_at = :now, html_body = NULL, text_body = NULL, last_error = NULL, "
+    # Accepted by the provider: SES's events move it on (store/mail_events.py).
+    "delivery_state = CASE WHEN :provider_id IS NULL THEN NULL ELSE 'accepted' END, "
 )
 _RELEASE = _outcome()
 _RETRY = _outcome("attempts = attempts + 1, next_attempt_at = :retry_at, last_error = :error, ")
 # The body stays until the code expires, so an operator can still retry the row.
 _FAILED = _outcome("status = 'failed', attempts = attempts + 1, last_error = :error, ")
 _EXPIRED = _outcome("status = 'expired', html_body = NULL, text_body = NULL, ")
+_SUPPRESSED = _outcome("status = 'suppressed', html_body = NULL, text_body = NULL, ")
 
 
 async def mark_sent(
@@ -191,6 +199,11 @@ async def mark_failed(tx: Transaction, row_id: int, *, error: str, now: datetime
 
 async def mark_expired(tx: Transaction, row_id: int, *, now: datetime) -> None:
     await tx.run(_EXPIRED, id=row_id, now=now)
+
+
+async def mark_suppressed(tx: Transaction, row_id: int, *, now: datetime) -> None:
+    """Final: not sent, the recipient is on the suppression list (its body cleared)."""
+    await tx.run(_SUPPRESSED, id=row_id, now=now)
 
 
 def _final(now: datetime) -> dict[str, object]:
