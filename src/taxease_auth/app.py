@@ -18,11 +18,14 @@ from taxease_auth.api import auth as auth_routes
 from taxease_auth.api import dev as dev_routes
 from taxease_auth.api import errors as api_errors
 from taxease_auth.api import health as health_routes
+from taxease_auth.api import sessions as session_routes
+from taxease_auth.api import well_known as well_known_routes
 from taxease_auth.api.body_limit import BodySizeLimit
 from taxease_auth.api.observability import RequestObservability
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, common_passwords
 from taxease_auth.auth.service import AuthService
+from taxease_auth.auth.sessions import Sessions
 from taxease_auth.auth.tokens import TokenService
 from taxease_auth.clock import Clock, SystemClock
 from taxease_auth.config import Settings, load_settings
@@ -86,12 +89,19 @@ def create_app(
         app.state.worker = worker
         limits_storage = make_storage(settings.rate_limit_storage_url)
         app.state.rate_limits = rate_limits = RateLimits(settings, limits_storage.storage)
+        app.state.sessions = sessions_service = Sessions(
+            settings=settings,
+            database=database,
+            clock=clock,
+            tokens=tokens,
+            limits=rate_limits,
+        )
         app.state.auth_service = AuthService(
             settings=settings,
             database=database,
             clock=clock,
             hasher=hasher,
-            tokens=TokenService(settings, clock),
+            sessions=sessions_service,
             renderer=MailRenderer(settings.app_name),
             limits=rate_limits,
             mail_queued=worker.wake if worker else _nothing,
@@ -120,6 +130,8 @@ def create_app(
         generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
+    # Keys derived from SECRET_KEY (no I/O): the well-known routes publish them.
+    app.state.tokens = tokens = TokenService(settings, clock)
     api_errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     # Added last, so outermost: times, counts and logs every answer, the 413s included.
@@ -129,6 +141,8 @@ def create_app(
         access_log=settings.access_log,
     )
     app.include_router(auth_routes.router)
+    app.include_router(session_routes.router)
+    app.include_router(well_known_routes.router)
     app.include_router(health_routes.router)
     if settings.development_mode:
         # The development mailbox shows live codes: it does not exist in production mode.

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import time
 
+import jwt
 import pytest
 
 from tests.api.conftest import (
@@ -35,10 +36,15 @@ async def test_correct_password_returns_a_bearer_token(dev_app: RunningApp) -> N
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == dev_app.settings.access_token_expire_minutes * 60
     assert (await me(dev_app.client, body["access_token"])).status_code == 200
+    # A password login: amr ["pwd"]; the token names its session.
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["amr"] == ["pwd"]
+    assert claims["sid"]
+    assert claims["email"] == "login@example.com"
 
 
 async def test_unknown_email_and_wrong_password_get_the_same_401(dev_app: RunningApp) -> None:
@@ -156,6 +162,10 @@ async def test_login_code_with_its_challenge_returns_a_usable_token(
     assert body["message"] == "OTP verified successfully"
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == app.settings.access_token_expire_minutes * 60
+    assert len(body["refresh_token"]) == 43
+    # A login code on top of the password: amr ["pwd", "otp"].
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["amr"] == ["pwd", "otp"]
     user = await me(app.client, body["access_token"])
     assert user.status_code == 200
     assert user.json()["email"] == "otp@example.com"
@@ -282,6 +292,7 @@ async def test_wrong_password_gets_no_login_code(login_code_app: RunningApp) -> 
 async def test_unverified_account_gets_no_login_code(login_code_app: RunningApp) -> None:
     app = login_code_app
     await register(app.client, "unverified@example.com")
+    await app.requested_codes_issued()  # the account is created after the 201
 
     response = await login(app.client, "unverified@example.com", STRONG_PASSWORD)
 

@@ -79,7 +79,14 @@ async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse
     """Check a mailed code. For purpose `login` the answer carries the access token."""
     service, client_ip = caller(request)
     token = await service.verify_code(
-        CodeSubmission(body.email, body.code, body.purpose, client_ip, body.challenge_id)
+        CodeSubmission(
+            body.email,
+            body.code,
+            body.purpose,
+            client_ip,
+            body.challenge_id,
+            user_agent=request.headers.get("user-agent"),
+        )
     )
     if token is None:
         return VerifyResponse(message=VERIFIED)
@@ -88,6 +95,7 @@ async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse
         access_token=token.access_token,
         token_type="bearer",
         expires_in=token.expires_in,
+        refresh_token=token.refresh_token,
     )
 
 
@@ -145,13 +153,22 @@ async def login(body: LoginRequest, request: Request) -> TokenResponse | JSONRes
     """Log in with email and password. When LOGIN_OTP_REQUIRED is on, answer 202 with a
     challenge and mail a `login` code; /verify-otp with that challenge returns the token."""
     service, client_ip = caller(request)
-    result = await service.login(body.email, body.password, client_ip=client_ip)
+    result = await service.login(
+        body.email,
+        body.password,
+        client_ip=client_ip,
+        user_agent=request.headers.get("user-agent"),
+    )
     if isinstance(result, LoginChallenge):
         challenge = LoginChallengeResponse(
             challenge_id=result.challenge_id, expires_in=result.expires_in
         )
         return JSONResponse(challenge.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    return TokenResponse(access_token=result.access_token, expires_in=result.expires_in)
+    return TokenResponse(
+        access_token=result.access_token,
+        expires_in=result.expires_in,
+        refresh_token=result.refresh_token,
+    )
 
 
 @router.post(

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from taxease_auth.api.client_ip import client_address
 from taxease_auth.auth.service import AuthService
+from taxease_auth.auth.sessions import Authenticated, Sessions
 from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidToken
 from taxease_auth.store.users import UserRow
@@ -41,13 +42,28 @@ AuthServiceDep = Annotated[AuthService, Depends(_service)]
 _bearer = HTTPBearer(auto_error=False, description="The access token from /login or /verify-otp.")
 
 
-async def _current_user(
-    service: AuthServiceDep,
+async def _authenticated(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> UserRow:
+) -> Authenticated:
     if credentials is None:
         raise InvalidToken("missing")
-    return await service.current_user(credentials.credentials)
+    sessions: Sessions = request.app.state.sessions
+    return await sessions.authenticate(credentials.credentials)
 
 
+async def _current_user(caller: Annotated[Authenticated, Depends(_authenticated)]) -> UserRow:
+    return caller.user
+
+
+async def _in_session(caller: Annotated[Authenticated, Depends(_authenticated)]) -> Authenticated:
+    # A pre-upgrade HS256 token names no session: it cannot list or end sessions.
+    if caller.session_id is None:
+        raise InvalidToken("no session")
+    return caller
+
+
+# The bearer token's account (its session live; a pre-upgrade token not revoked).
 CurrentUser = Annotated[UserRow, Depends(_current_user)]
+# The same, for a token that names its session (every token issued since sessions exist).
+CurrentSession = Annotated[Authenticated, Depends(_in_session)]

@@ -140,7 +140,34 @@ class MessageResponse(BaseModel):
 class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_in: int = Field(description="Seconds until the token expires.", examples=[1800])
+    expires_in: int = Field(description="Seconds until the access token expires.", examples=[900])
+    refresh_token: str = Field(
+        description="Single use: POST it to /token/refresh for the next pair.",
+        examples=["q3Xn0Vj2mJ8bS1tY6wZcE4rA9uK7pL5hD0fG2iO8xMe"],
+    )
+
+
+# 32 random bytes, base64url without padding: exactly this text, nothing else.
+RefreshTokenText = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$"),
+    Field(examples=["q3Xn0Vj2mJ8bS1tY6wZcE4rA9uK7pL5hD0fG2iO8xMe"]),
+]
+# Session ids are made like refresh tokens.
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
+class RefreshRequest(_Body):
+    refresh_token: RefreshTokenText
+
+
+class SessionResponse(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime = Field(description="The session's last refresh (or its login).")
+    ip: str | None = Field(description="The client address at login.")
+    user_agent: str | None = Field(description="The User-Agent at login (first 256 characters).")
+    current: bool = Field(description="True for the session of the token that asked.")
 
 
 class VerifyResponse(BaseModel):
@@ -150,6 +177,7 @@ class VerifyResponse(BaseModel):
         default=None, description="Only for purpose `login`."
     )
     expires_in: int | None = Field(default=None, description="Only for purpose `login`.")
+    refresh_token: str | None = Field(default=None, description="Only for purpose `login`.")
 
 
 class LoginChallengeResponse(BaseModel):

@@ -166,6 +166,11 @@ class RateLimits:
         )
         self.login_per_ip = _budget("login-ip", settings.rate_limit_login_per_ip)
         self.register_per_ip = _budget("register-ip", settings.rate_limit_register_per_ip)
+        # Refresh tokens are unguessable: these bound the load, not guessing.
+        self.refresh_per_ip = _budget("refresh-ip", settings.rate_limit_refresh_per_ip)
+        self.refresh_per_session = _budget(
+            "refresh-session", settings.rate_limit_refresh_per_session
+        )
 
     def email_key(self, email: str) -> str:
         return email_fingerprint(self._keys[0], email)

@@ -24,10 +24,10 @@ from taxease_auth.auth import otp as codes
 from taxease_auth.auth.emails import email_fingerprint, mask_email
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, check_password_policy
-from taxease_auth.auth.tokens import IssuedToken, TokenService
+from taxease_auth.auth.sessions import EndReason, Sessions, SessionTokens
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
-from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials, InvalidToken
+from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials
 from taxease_auth.logs import REQUEST_ID
 from taxease_auth.mail.render import MailRenderer
 from taxease_auth.store import audit, issuing, otps, outbox, users
@@ -71,6 +71,7 @@ class CodeSubmission:
     purpose: Purpose
     client_ip: str
     challenge_id: str | None = None
+    user_agent: str | None = None  # a login code starts a session: shown in its list
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ class AuthService:
         database: Database,
         clock: Clock,
         hasher: PasswordHasher,
-        tokens: TokenService,
+        sessions: Sessions,
         renderer: MailRenderer,
         limits: RateLimits,
         mail_queued: Callable[[], None],
@@ -109,7 +110,7 @@ class AuthService:
         self._db = database
         self._clock = clock
         self._hasher = hasher
-        self._tokens = tokens
+        self._sessions = sessions
         self._renderer = renderer
         self._limits = limits
         self._mail_queued = mail_queued
@@ -353,7 +354,7 @@ class AuthService:
             challenge_id=challenge_id if purpose is Purpose.LOGIN else None,
         )
 
-    async def verify_code(self, submitted: CodeSubmission) -> IssuedToken | None:
+    async def verify_code(self, submitted: CodeSubmission) -> SessionTokens | None:
         """Check a code and apply its effect; InvalidCode for every kind of failure.
 
         - email_verification: the account becomes verified with the registration's password;
@@ -366,7 +367,7 @@ class AuthService:
         purpose = submitted.purpose
         if purpose is Purpose.LOGIN and submitted.challenge_id is None:
             raise await self._failed(submitted, InvalidCode("login code without challenge"))
-        token: IssuedToken | None = None
+        token: SessionTokens | None = None
         async with self._db.transaction() as tx:
             outcome = await self._check_code(
                 tx, submitted, consume=purpose is not Purpose.PASSWORD_RESET
@@ -408,6 +409,10 @@ class AuthService:
                     names=(user.first_name, user.last_name),
                 )
                 await users.replace_password(tx, user.id, password_hash=password_hash, now=now)
+                # Whoever knew the old password may hold a session: every one ends.
+                await self._sessions.end_every_session(
+                    tx, user.id, EndReason.PASSWORD_RESET, now=now
+                )
                 # Every other pending code dies with the old password, a squatter's pending
                 # registration code included (it would otherwise set *its* password back).
                 await otps.retire_live(tx, email=email, purpose=None, now=now)
@@ -423,9 +428,10 @@ class AuthService:
     # --- login and tokens --------------------------------------------------------------------
 
     async def login(
-        self, email: str, password: str, *, client_ip: str
-    ) -> IssuedToken | LoginChallenge:
-        """Check the password; return a token, or a challenge when LOGIN_OTP_REQUIRED.
+        self, email: str, password: str, *, client_ip: str, user_agent: str | None = None
+    ) -> SessionTokens | LoginChallenge:
+        """Check the password; start a session (its tokens), or return a challenge when
+        LOGIN_OTP_REQUIRED.
 
         InvalidCredentials for an unknown email or a wrong password (same hashing work for
         both); EmailNotVerified only after a correct password. RateLimited before any hashing
@@ -456,6 +462,9 @@ class AuthService:
             )
             if not self._settings.login_otp_required:
                 await self._audit(tx, "login_succeeded", email, client_ip, "success")
+                tokens = await self._sessions.start(
+                    tx, user, amr=["pwd"], client_ip=client_ip, user_agent=user_agent, now=now
+                )
             else:
                 challenge_id = secrets.token_urlsafe(32)
                 await self._audit(tx, "login_challenged", email, client_ip, "success")
@@ -479,18 +488,11 @@ class AuthService:
             )
         metrics.LOGINS.labels(outcome="success").inc()
         logger.info("login succeeded for %s", mask_email(email))
-        return self._tokens.issue(user_id=user.id, token_version=user.token_version)
+        return tokens
 
     async def current_user(self, token: str) -> UserRow:
-        """The user a bearer token belongs to, or InvalidToken (also after a password reset)."""
-        claims = self._tokens.decode(token)
-        async with self._db.transaction() as tx:
-            user = await users.get_by_id(tx, claims.user_id)
-        if user is None:
-            raise InvalidToken("no such user")
-        if user.token_version != claims.token_version:
-            raise InvalidToken("revoked by a password reset")
-        return user
+        """The user a bearer token belongs to, or InvalidToken (also once its session ended)."""
+        return (await self._sessions.authenticate(token)).user
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -619,14 +621,23 @@ class AuthService:
         )
         logger.info("email verified for %s", mask_email(code.email))
 
-    async def _login_with_code(self, tx: Transaction, submitted: CodeSubmission) -> IssuedToken:
+    async def _login_with_code(
+        self, tx: Transaction, submitted: CodeSubmission
+    ) -> SessionTokens:
         user = await users.get_by_email(tx, submitted.email)
         if user is None:
             raise InvalidCode("account vanished")
         await self._audit(tx, "login_succeeded", submitted.email, submitted.client_ip, "success")
         logger.info("login with code succeeded for %s", mask_email(submitted.email))
         metrics.LOGINS.labels(outcome="success").inc()
-        return self._tokens.issue(user_id=user.id, token_version=user.token_version)
+        return await self._sessions.start(
+            tx,
+            user,
+            amr=["pwd", "otp"],
+            client_ip=submitted.client_ip,
+            user_agent=submitted.user_agent,
+            now=self._clock.now(),
+        )
 
     async def _issue_code(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:
         """Retire older codes for (email, purpose), store the new code's hash, queue its mail."""
