@@ -98,6 +98,24 @@ def test_production_accepts_strong_previous_keys() -> None:
     assert settings.verification_keys == [TEST_SECRET_KEY, good]
 
 
+def test_production_refuses_a_short_metrics_token() -> None:
+    message = config_error(**production(metrics_token="scrape-me-please"))
+
+    assert "METRICS_TOKEN" in message
+    assert "scrape-me-please" not in message  # a secret is never echoed
+
+
+def test_metrics_token_is_optional_and_not_shown_in_the_settings_repr() -> None:
+    token = "a-random-metrics-token-of-enough-length-" + "m" * 8
+    assert load_settings(**production()).metrics_token is None
+
+    settings = load_settings(**production(metrics_token=token))
+
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == token
+    assert token not in repr(settings)
+
+
 def test_production_requires_a_sender() -> None:
     values = production()
     del values["aws_ses_from_email"]

@@ -16,6 +16,7 @@ from taxease_auth.logs import configure_logging
 from taxease_auth.store.models import OutboxStatus
 
 if TYPE_CHECKING:
+    from taxease_auth.metrics_listener import MetricsListener
     from taxease_auth.operations import Outcome
 
 app = typer.Typer(
@@ -55,6 +56,18 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
     loop: Annotated[EventLoop, typer.Option(help="Event loop implementation.")] = EventLoop.UVLOOP,
     http: Annotated[HttpParser, typer.Option(help="HTTP/1.1 parser.")] = HttpParser.HTTPTOOLS,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Also serve /metrics on this port, without METRICS_TOKEN (for a scraper on a "
+            "private network); with --workers N, the sum over the processes.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address of the --metrics-port listener (keep it private).")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the HTTP API (uvicorn). With EMBEDDED_WORKER (default) each process also delivers
     queued mail. Run `taxease-auth db upgrade` first."""
@@ -77,6 +90,32 @@ def serve(
         raise typer.Exit(code=2)
     configure_logging(settings)
     _multiprocess_metrics(workers)
+    listener = _metrics_listener(metrics_host, metrics_port)
+    try:
+        _run_server(host, port, workers, loop, http)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _metrics_listener(host: str, port: int | None) -> MetricsListener | None:
+    """The --metrics-port listener, started in this process (uvicorn's supervisor when there
+    are several workers: see metrics_listener.py), or exit 2 naming the option."""
+    if port is None:
+        return None
+    from taxease_auth import metrics_listener
+
+    try:
+        return metrics_listener.start(host, port)
+    except OSError as error:
+        typer.echo(
+            f"taxease-auth: --metrics-host {host} --metrics-port {port}: {error.strerror or error}",
+            err=True,
+        )
+        raise typer.Exit(code=2) from None
+
+
+def _run_server(host: str, port: int, workers: int, loop: EventLoop, http: HttpParser) -> None:
     uvicorn.run(
         "taxease_auth.app:create_app",
         factory=True,

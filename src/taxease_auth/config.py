@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     session_max_days: int = Field(default=60, ge=1, le=3650)
     login_otp_required: bool = False
     trusted_proxies: CommaList = Field(default_factory=list)
+    # Outside development mode, /metrics on the API's port answers only to
+    # "Authorization: Bearer <METRICS_TOKEN>" (unset: 404); `serve --metrics-port` needs none.
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
     # One line per request (method, route template, status, ms, client): replaces uvicorn's,
@@ -312,6 +315,12 @@ class Settings(BaseSettings):
             and not _loopback_url(self.public_base_url)
         ):
             problems.append("PUBLIC_BASE_URL must be https:// unless its host is a loopback address")
+        metrics_token = self.metrics_token.get_secret_value() if self.metrics_token else ""
+        if metrics_token and len(metrics_token) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"METRICS_TOKEN must be a random value of at least {MIN_SECRET_KEY_LENGTH} "
+                "characters (anyone who guesses it reads /metrics)"
+            )
         bound = self.guessing_bound
         if bound.probability_per_day > self.otp_max_guess_probability_per_day:
             problems.append(

@@ -207,3 +207,70 @@ def test_a_scrape_skips_the_file_of_a_process_starting_this_instant(
     scraped = Scrape(metrics.render().decode())
 
     assert scraped.value(REQUESTS, route="/healthz", status="200") == 3.0
+
+
+# --- who may read /metrics on the API's port (issue 17.3) -------------------------------------
+
+METRICS_TOKEN = "a-random-metrics-token-for-the-tests-" + "t" * 12
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def production_app(start_app: StartApp, ses_settings: SettingsFactory) -> RunningApp:
+    """Production mode (mail through SES at moto) with METRICS_TOKEN set."""
+    return await start_app(ses_settings(metrics_token=METRICS_TOKEN))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("a-random-metrics-token-for-the-tests-" + "t" * 11 + "x"),
+        bearer(""),
+        {"Authorization": METRICS_TOKEN},
+        {"Authorization": f"Basic {METRICS_TOKEN}"},
+        bearer(METRICS_TOKEN + "x"),
+    ],
+    ids=["none", "wrong", "empty", "no-scheme", "basic", "longer"],
+)
+async def test_production_metrics_without_the_right_token_is_an_unknown_path(
+    production_app: RunningApp, headers: dict[str, str]
+) -> None:
+    refused = await production_app.client.get("/metrics", headers=headers)
+    unknown = await production_app.client.get("/no-such-route", headers=headers)
+
+    assert refused.status_code == 404
+    assert refused.json() == unknown.json()
+    assert "taxease_" not in refused.text
+
+
+async def test_production_metrics_with_the_token_answers(production_app: RunningApp) -> None:
+    response = await production_app.client.get("/metrics", headers=bearer(METRICS_TOKEN))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "taxease_http_requests_total" in response.text
+
+
+async def test_the_bearer_scheme_is_case_insensitive(production_app: RunningApp) -> None:
+    headers = {"Authorization": f"bearer {METRICS_TOKEN}"}
+
+    assert (await production_app.client.get("/metrics", headers=headers)).status_code == 200
+
+
+async def test_production_metrics_without_a_configured_token_is_always_404(
+    start_app: StartApp, ses_settings: SettingsFactory
+) -> None:
+    running = await start_app(ses_settings())
+
+    for headers in ({}, bearer(""), bearer("None"), bearer(METRICS_TOKEN)):
+        assert (await running.client.get("/metrics", headers=headers)).status_code == 404
+
+
+async def test_development_mode_keeps_metrics_open(dev_app: RunningApp) -> None:
+    assert dev_app.settings.metrics_token is None
+
+    assert (await dev_app.client.get("/metrics")).status_code == 200

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from limits.errors import ConfigurationError as LimitsError
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,7 +57,30 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format; with several processes (PROMETHEUS_MULTIPROC_DIR), the sum over
-    all of them."""
+    all of them. Outside development mode only with ``Authorization: Bearer <METRICS_TOKEN>``:
+    without the token (or with METRICS_TOKEN unset) the answer is the 404 of an unknown path.
+    ``serve --metrics-port`` serves the same text on a private listener without a token."""
+    settings: Settings = request.app.state.settings
+    if not settings.development_mode and not scraper_authorised(
+        settings.metrics_token, request.headers.get("authorization")
+    ):
+        # The counters by outcome tell whether an account exists (issue 17.3): only the
+        # operator's scraper may read them, and anyone else sees no such route.
+        raise HTTPException(status_code=404)
     return Response(service_metrics.render(), media_type=service_metrics.CONTENT_TYPE)
+
+
+def scraper_authorised(token: SecretStr | None, authorization: str | None) -> bool:
+    """Whether an Authorization header value is ``Bearer <token>``; never with no token set."""
+    if token is None or not token.get_secret_value() or authorization is None:
+        return False
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant time: a comparison that stops at the first wrong character tells how much of a
+    # guess was right.
+    return hmac.compare_digest(
+        presented.strip().encode("utf-8"), token.get_secret_value().encode("utf-8")
+    )
