@@ -9,6 +9,9 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
+from taxease_auth.mail.message import Message
+from taxease_auth.mail.render import MailRenderer
+from taxease_auth.store.models import MailKind
 from tests.api.conftest import register
 from tests.conftest import RunningApp, SesInbox, SettingsFactory, StartApp, extract_code
 
@@ -127,11 +130,26 @@ async def test_shows_a_mail_as_sent_with_its_code(dev_app: RunningApp) -> None:
 
 
 async def test_a_hostile_first_name_stays_text(dev_app: RunningApp) -> None:
-    email = "hostile@example.com"
-    response = await register(dev_app.client, email, first_name=HOSTILE_NAME)
-    assert response.status_code == 201, response.text
-    await dev_app.console_mail(email)
-    [sent] = dev_app.console.recent() if dev_app.console else []
+    # The API refuses such a name (auth/names.py); a mail that holds one anyway, as older rows
+    # may, goes straight through the console backend so the page is still tested with it.
+    refused = await register(dev_app.client, "hostile@example.com", first_name=HOSTILE_NAME)
+    assert refused.status_code == 422
+    assert dev_app.console is not None
+    mail = MailRenderer("TaxEase").render(
+        MailKind.EMAIL_VERIFICATION, code="123456", first_name=HOSTILE_NAME, expires_minutes=5
+    )
+    await dev_app.console.send(
+        Message(
+            sender="no-reply@taxease.example",
+            recipient="hostile@example.com",
+            subject=mail.subject,
+            html=mail.html,
+            text=mail.text,
+            kind=MailKind.EMAIL_VERIFICATION,
+            idempotency_key="hostile",
+        )
+    )
+    [sent] = dev_app.console.recent()
 
     page = await open_newest(dev_app.client)
 

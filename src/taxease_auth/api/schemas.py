@@ -19,18 +19,15 @@ from pydantic import (
 )
 
 from taxease_auth.auth.emails import canonical_email
+from taxease_auth.auth.names import clean_name
 from taxease_auth.store.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, Purpose
 
 # Generous bound on raw input; the policy's own maximum (PASSWORD_MAX_LENGTH) is checked later
 # with a clearer message.
 PASSWORD_INPUT_MAX = 1024
 CHALLENGE_ID_MAX = 64
-
-
-def _no_control_characters(value: str) -> str:
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise ValueError("must not contain control characters")
-    return value
+# A letter may arrive as several code points (NFD "e" + U+0301) before it is composed.
+NAME_INPUT_FACTOR = 4
 
 
 Email = Annotated[
@@ -46,10 +43,12 @@ Password = Annotated[
     StringConstraints(min_length=1, max_length=PASSWORD_INPUT_MAX),
     Field(examples=["correct horse battery staple"]),
 ]
+# Letters, marks, spaces, apostrophes, hyphens and periods only (auth.names); the composed
+# length is checked there, so the raw bound leaves room for a decomposed (NFD) name.
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
-    AfterValidator(_no_control_characters),
+    StringConstraints(max_length=NAME_MAX_LENGTH * NAME_INPUT_FACTOR),
+    AfterValidator(clean_name),
 ]
 # Exactly ASCII digits: "[0-9]", never "\d" (Unicode digits) and never a JSON number.
 # The exact length (OTP_LENGTH) is checked by the service, which answers the generic 400.

@@ -86,7 +86,9 @@ class MailRenderer:
 
         ``code`` and ``expires_minutes`` are required for the code kinds (email
         verification, login, password reset) and ignored for the notices; a missing one raises
-        ``ValueError``. ``first_name`` is optional: the greeting falls back to "Hello,".
+        ``ValueError``. The greeting is "Hello <first_name>," and plain "Hello," when
+        ``first_name`` is None or empty: callers pass no name in code mail to an address not
+        yet verified, since the name there is the registrant's claim, not the mailbox owner's.
         """
         kind = MailKind(kind)
         if kind in CODE_KINDS:
