@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     rate_limit_login_failures_per_email: str = "10/15minutes"
     rate_limit_login_per_ip: str = "100/15minutes"
     rate_limit_register_per_ip: str = "10/hour"
+    # Per-client budgets key an IPv6 client on this many leading bits (a host is usually handed
+    # a /64); IPv4-mapped IPv6 addresses count as IPv4. The audit trail keeps full addresses.
+    rate_limit_ipv6_prefix: int = Field(default=64, ge=32, le=128)
     rate_limit_refresh_per_ip: str = "300/minute"
     rate_limit_refresh_per_session: str = "10/minute"
     # Production refuses settings under which one account's code is guessed with a higher

@@ -21,6 +21,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.util import WindowStats
 
 from taxease_auth import metrics
+from taxease_auth.auth.client_keys import client_budget_key
 from taxease_auth.auth.emails import email_fingerprint
 from taxease_auth.config import Settings
 from taxease_auth.errors import RateLimited
@@ -28,14 +29,20 @@ from taxease_auth.errors import RateLimited
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A named set of limits; ``name`` namespaces the storage keys."""
+    """A named set of limits; ``name`` namespaces the storage keys. A ``per_client`` budget is
+    keyed on client addresses, an IPv6 one by its prefix (``client_keys.client_budget_key``)."""
 
     name: str
     items: tuple[RateLimitItem, ...]
+    per_client: bool = False
 
 
 def _budget(name: str, spec: str) -> Budget:
     return Budget(name, tuple(parse_many(spec)))
+
+
+def _client_budget(name: str, spec: str) -> Budget:
+    return Budget(name, tuple(parse_many(spec)), per_client=True)
 
 
 class _MovingWindow(Protocol):
@@ -156,18 +163,19 @@ class RateLimits:
         cooldown = settings.otp_resend_cooldown_seconds
         self.code_cooldown = _budget("code-cooldown", f"1/{cooldown} seconds") if cooldown else None
         self.code_issue_per_email = _budget("code-email", settings.rate_limit_otp_issue_per_email)
-        self.code_issue_per_ip = _budget("code-ip", settings.rate_limit_otp_issue_per_ip)
+        self._ipv6_prefix = settings.rate_limit_ipv6_prefix
+        self.code_issue_per_ip = _client_budget("code-ip", settings.rate_limit_otp_issue_per_ip)
         self.verify_failures_per_email = _budget(
             "verify-fail-email", settings.rate_limit_verify_failures_per_email
         )
-        self.verify_per_ip = _budget("verify-ip", settings.rate_limit_verify_per_ip)
+        self.verify_per_ip = _client_budget("verify-ip", settings.rate_limit_verify_per_ip)
         self.login_failures_per_email = _budget(
             "login-fail-email", settings.rate_limit_login_failures_per_email
         )
-        self.login_per_ip = _budget("login-ip", settings.rate_limit_login_per_ip)
-        self.register_per_ip = _budget("register-ip", settings.rate_limit_register_per_ip)
+        self.login_per_ip = _client_budget("login-ip", settings.rate_limit_login_per_ip)
+        self.register_per_ip = _client_budget("register-ip", settings.rate_limit_register_per_ip)
         # Refresh tokens are unguessable: these bound the load, not guessing.
-        self.refresh_per_ip = _budget("refresh-ip", settings.rate_limit_refresh_per_ip)
+        self.refresh_per_ip = _client_budget("refresh-ip", settings.rate_limit_refresh_per_ip)
         self.refresh_per_session = _budget(
             "refresh-session", settings.rate_limit_refresh_per_session
         )
@@ -179,6 +187,7 @@ class RateLimits:
         """Count one event; RateLimited (with the wait) when any limit of the budget is spent."""
         if budget is None:
             return
+        keys = self._keys_of(budget, keys)
         for item in budget.items:
             if not await self._limiter.hit(item, budget.name, *keys):
                 metrics.RATE_LIMITED.labels(budget=budget.name).inc()
@@ -187,6 +196,7 @@ class RateLimits:
     async def ensure_left(self, budget: Budget, *keys: str) -> None:
         """RateLimited if the budget is already spent; counts nothing (failure budgets are only
         charged on failure, with ``charge``)."""
+        keys = self._keys_of(budget, keys)
         for item in budget.items:
             if not await self._limiter.test(item, budget.name, *keys):
                 metrics.RATE_LIMITED.labels(budget=budget.name).inc()
@@ -194,8 +204,16 @@ class RateLimits:
 
     async def charge(self, budget: Budget, *keys: str) -> None:
         """Count one failure against a budget, without refusing anything now."""
+        keys = self._keys_of(budget, keys)
         for item in budget.items:
             await self._limiter.hit(item, budget.name, *keys)
+
+    def _keys_of(self, budget: Budget, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The storage keys of ``keys``: client addresses by their budget key (an IPv6
+        client's prefix), anything else as it is."""
+        if not budget.per_client:
+            return keys
+        return tuple(client_budget_key(key, self._ipv6_prefix) for key in keys)
 
     async def healthy(self) -> bool:
         return bool(await self._storage.check())
