@@ -60,7 +60,7 @@ CODES_CHECKED = Counter(
 LOGINS = Counter("taxease_logins_total", "Login attempts by outcome", ["outcome"])
 MAILS = Counter(
     "taxease_mails_total",
-    "Outbox deliveries by outcome (sent, retried, failed, expired)",
+    "Outbox deliveries by outcome (sent, retried, failed, expired, suppressed)",
     ["kind", "outcome"],
 )
 SEND_SECONDS = Histogram(
@@ -98,6 +98,29 @@ MAIL_SEND_RATE_LIMIT = Gauge(
     "taxease_mail_max_send_rate",
     "Messages per second the delivery worker paces to (SES MaxSendRate or SES_MAX_SEND_RATE; "
     "0 when unpaced)",
+    multiprocess_mode="livemax",
+)
+
+# SES feedback (DESIGN.md §10). Events by SES type (bounce, complaint, delivery, ...) and what
+# became of them: "recorded", "duplicate" (seen before), "unknown" (no such message id here),
+# "ignored" (an event type without effect, or an envelope from a foreign topic).
+FEEDBACK_EVENTS = Counter(
+    "taxease_mail_feedback_events_total",
+    "SES feedback events read from the queue, by event type and outcome",
+    ["event_type", "outcome"],
+)
+FEEDBACK_UNREADABLE = Counter(
+    "taxease_mail_feedback_unreadable_total",
+    "Queue messages that could not be read as SES events (left for the redrive policy)",
+)
+MAIL_BOUNCE_RATE = Gauge(
+    "taxease_mail_bounce_rate",
+    "Permanent bounces / mails SES accepted, over the last MAIL_REPUTATION_WINDOW mails",
+    multiprocess_mode="livemax",
+)
+MAIL_COMPLAINT_RATE = Gauge(
+    "taxease_mail_complaint_rate",
+    "Complaints / mails SES accepted, over the last MAIL_REPUTATION_WINDOW mails",
     multiprocess_mode="livemax",
 )
 

@@ -51,6 +51,8 @@ from taxease_auth.mail.backends.base import (
     SendError,
     TransientSendError,
 )
+from taxease_auth.mail.feedback.consumer import FeedbackConsumer, feedback_consumer
+from taxease_auth.mail.feedback.suppressed import end_suppressed
 from taxease_auth.mail.message import Message
 from taxease_auth.mail.pacing import SendPacer, shared_pacer
 from taxease_auth.store import housekeeping as retention_rules
@@ -112,6 +114,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"
     ACCOUNT_WIDE = "account_wide"
     EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
 
 
 class CircuitBreaker:
@@ -175,6 +178,7 @@ class DeliveryWorker:
         lock: outbox.SqliteWorkerLock | None = None,
         retention: Retention | None = None,
         database: Database | None = None,
+        feedback: FeedbackConsumer | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -194,6 +198,7 @@ class DeliveryWorker:
         self._poll_interval = poll_interval
         self._lock = lock
         self._retention = retention
+        self.feedback = feedback  # SES_FEEDBACK_QUEUE_URL's consumer, run beside delivery
         self._purge_at: datetime | None = None  # None: due at the next housekeeping pass
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -230,6 +235,7 @@ class DeliveryWorker:
             self._concurrency,
         )
         maintenance: asyncio.Task[None] | None = None
+        feedback_task: asyncio.Task[None] | None = None
         database_away: tuple[type[Exception], ...] = (
             SQLAlchemyError,
             OSError,
@@ -240,6 +246,8 @@ class DeliveryWorker:
                 return
             maintenance = asyncio.create_task(self._maintain())
             maintenance.add_done_callback(self._maintenance_ended)
+            if self.feedback is not None:
+                feedback_task = asyncio.create_task(self.feedback.run(self._database))
             await self._until_stopped(self._refresh_rate())
             while not self._stopping.is_set():
                 try:
@@ -273,6 +281,9 @@ class DeliveryWorker:
             if maintenance is not None:
                 maintenance.cancel()
                 await asyncio.gather(maintenance, return_exceptions=True)
+            if feedback_task is not None and self.feedback is not None:
+                await self.feedback.stop()
+                await asyncio.gather(feedback_task, return_exceptions=True)
             self._pacer.close()
             if self._lock is not None:
                 self._lock.release()
@@ -462,6 +473,9 @@ class DeliveryWorker:
     # --- one row ---------------------------------------------------------------------------
 
     async def _deliver(self, row: ClaimedMail, *, probing: bool) -> Outcome:
+        if row.suppressed:
+            await end_suppressed(self._database, row, clock=self._clock)
+            return Outcome.SUPPRESSED
         now = self._clock.now()
         context = (row.id, row.kind, mask_email(row.recipient), row.idempotency_key)
         if row.send_before is not None and row.send_before <= now:
@@ -761,4 +775,5 @@ def build_worker(
         lock=lock,
         retention=Retention.from_settings(settings),
         database=database,
+        feedback=feedback_consumer(settings, clock=clock),
     )

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from taxease_auth.config import Settings
 from taxease_auth.store.mail_rows import RenderedMail
-from taxease_auth.store.models import EmailOutbox, OutboxStatus
+from taxease_auth.store.models import DeliveryState, EmailOutbox, OutboxStatus
 from taxease_auth.store.sql import Statement, Transaction, utc, utc_required
 
 LAST_ERROR_MAX = 500
@@ -164,8 +164,7 @@ def _outcome(changes: str = "") -> Statement:
 _SENT = _outcome(
     "status = 'sent', attempts = attempts + 1, provider_message_id = :provider_id, "
     "sent_at = :now, html_body = NULL, text_body = NULL, last_error = NULL, "
-    # Accepted by the provider: SES's events move it on (store/mail_events.py).
-    "delivery_state = CASE WHEN :provider_id IS NULL THEN NULL ELSE 'accepted' END, "
+    "delivery_state = :delivery_state, "
 )
 _RELEASE = _outcome()
 _RETRY = _outcome("attempts = attempts + 1, next_attempt_at = :retry_at, last_error = :error, ")
@@ -178,7 +177,9 @@ _SUPPRESSED = _outcome("status = 'suppressed', html_body = NULL, text_body = NUL
 async def mark_sent(
     tx: Transaction, row_id: int, *, provider_message_id: str | None, now: datetime
 ) -> None:
-    await tx.run(_SENT, id=row_id, provider_id=provider_message_id, now=now)
+    # Accepted by the provider when it gave an id: SES's events move the state on from there.
+    state = DeliveryState.ACCEPTED.value if provider_message_id else None
+    await tx.run(_SENT, id=row_id, provider_id=provider_message_id, delivery_state=state, now=now)
 
 
 async def release(tx: Transaction, row_id: int, *, now: datetime) -> None:
