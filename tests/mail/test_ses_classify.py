@@ -1,19 +1,25 @@
 """classify_client_error / classify_botocore_error: every SES outcome lands in its class.
 
-Pure functions over real botocore exceptions: no client, no network.
+Mostly pure functions over real botocore exceptions; the sandbox rejections of issue 17 item 8
+also go on the wire (moto behind the fault proxy) through the delivery worker.
 """
 
 from __future__ import annotations
+
+import logging
+from datetime import timedelta
 
 import botocore.exceptions
 import pytest
 
 from taxease_auth.mail.backends.base import PermanentSendError, SendError, TransientSendError
-from taxease_auth.mail.backends.ses import (
-    REASON_MAX_LENGTH,
-    classify_botocore_error,
-    classify_client_error,
-)
+from taxease_auth.mail.backends.reasons import REASON_MAX_LENGTH
+from taxease_auth.mail.backends.ses import classify_botocore_error, classify_client_error
+from taxease_auth.store import outbox
+from taxease_auth.store.models import MailKind
+from tests.mail.test_worker import Delivery, delivery, proxy  # noqa: F401 (fixtures)
+from tests.support import transaction_on
+from tests.support.fault_proxy import Fault, recipient_not_verified
 
 SENDER = "TaxEase <no-reply@mail.taxease.ca>"
 
@@ -179,3 +185,162 @@ def test_parameter_validation_is_per_message_and_never_quotes_the_value():
 
     assert is_per_message(classified)
     assert classified.reason == "ParamValidationError"
+
+
+# --- whose identity failed: issue 17 item 8 ------------------------------------------------
+
+# The sender of the wire tests (tests.conftest.SENDER) is no-reply@taxease.example.
+WIRE_SENDER = "no-reply@taxease.example"
+# Registrants whose address holds the words, or the domain, the old rule searched the text for.
+LOOKALIKE_RECIPIENTS = [
+    "sender@example.org",
+    "from@example.org",
+    "taxease.example@example.org",
+    "no-reply@taxease.example.org",
+    "someone@taxease.example",
+    "no-reply.taxease.example@example.org",
+]
+
+
+def not_verified(*identities: str) -> str:
+    return (
+        "Email address is not verified. The following identities failed the check in region "
+        "CA-CENTRAL-1: " + ", ".join(identities)
+    )
+
+
+@pytest.mark.parametrize("recipient", LOOKALIKE_RECIPIENTS)
+def test_a_sandbox_recipient_is_this_message_only_whatever_its_address_says(recipient: str):
+    for sender in (WIRE_SENDER, f"TaxEase <{WIRE_SENDER}>"):
+        error = classify_client_error(
+            client_error("MessageRejected", not_verified(recipient)), sender=sender
+        )
+        assert is_per_message(error), (recipient, sender)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        not_verified(WIRE_SENDER),
+        not_verified("taxease.example"),
+        not_verified("TaxEase.Example"),
+        not_verified("sender@example.org", "taxease.example"),
+        not_verified(WIRE_SENDER, "from@example.org"),
+        f"Email address not verified {WIRE_SENDER}",  # moto's wording
+        "Email address is not verified.",  # SES wrote it all and named no one: not a recipient
+    ],
+)
+def test_an_unverified_sender_is_account_wide(message: str):
+    error = classify_client_error(client_error("MessageRejected", message), sender=WIRE_SENDER)
+
+    assert is_account_wide(error)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # The words of SES's phrase inside something a request supplied do not count.
+        "Illegal address: email.address.not.verified@example.org",
+        "sender@example.org: Email address is not verified",
+        "Message contains invalid content from sender@example.org",
+    ],
+)
+def test_only_ses_own_phrase_makes_a_rejection_about_identities(message: str):
+    error = classify_client_error(client_error("MessageRejected", message), sender=WIRE_SENDER)
+
+    assert is_per_message(error)
+
+
+def test_a_daily_quota_is_read_only_from_a_throttling_answer():
+    quota = "Daily message quota exceeded."
+
+    assert is_account_wide(classify_client_error(client_error("Throttling", quota)))
+    rejected = classify_client_error(
+        client_error("MessageRejected", not_verified(f"daily.message.quota.exceeded.{quota}"))
+    )
+    assert not isinstance(rejected, TransientSendError)
+
+
+@pytest.mark.parametrize("recipient", LOOKALIKE_RECIPIENTS)
+def test_the_reason_masks_every_address(recipient: str):
+    error = classify_client_error(
+        client_error("MessageRejected", not_verified(recipient, WIRE_SENDER)), sender=WIRE_SENDER
+    )
+
+    assert recipient not in error.reason
+    assert WIRE_SENDER not in error.reason
+    local, _, domain = recipient.partition("@")
+    assert f"{local[0]}***@{domain}" in error.reason
+    assert "n***@taxease.example" in error.reason
+
+
+async def _queue_to(delivery: Delivery, recipients: list[str]) -> None:  # noqa: F811
+    now = delivery.clock.now()
+    async with transaction_on(delivery.engine) as tx:
+        for recipient in recipients:
+            mail = delivery.renderer.render(
+                MailKind.EMAIL_VERIFICATION, code="048213", expires_minutes=5
+            )
+            await outbox.enqueue(
+                tx,
+                recipient=recipient,
+                kind=MailKind.EMAIL_VERIFICATION,
+                mail=mail,
+                otp_id=None,
+                send_before=now + timedelta(minutes=5),
+                now=now,
+            )
+
+
+async def test_sandbox_rejections_of_lookalike_recipients_never_stop_delivery(
+    delivery: Delivery,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each look-alike registrant is refused by the sandbox, on the wire, as SES words it; the
+    # mail queued after them still goes, and nothing stored or logged holds an address whole.
+    await _queue_to(delivery, [*LOOKALIKE_RECIPIENTS, "bystander@example.org"])
+    for recipient in LOOKALIKE_RECIPIENTS:
+        delivery.proxy.fail_next(1, recipient_not_verified(recipient))
+    worker = delivery.worker(concurrency=1)
+
+    with caplog.at_level(logging.INFO, logger="taxease_auth"):
+        await worker.run_once()
+        delivery.clock.advance(timedelta(seconds=61))
+        await worker.run_once()
+
+    assert not worker.breaker.is_open
+    *rejected, bystander = await delivery.rows()
+    assert [row.status for row in rejected] == ["failed"] * len(LOOKALIKE_RECIPIENTS)
+    assert bystander.status == "sent"
+    assert delivery.delivered() == {"bystander@example.org": 1}
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for row in rejected:
+        assert row.last_error is not None
+        assert row.last_error.startswith("MessageRejected: Email address is not verified.")
+        assert row.recipient not in row.last_error
+        assert row.recipient not in logged
+    assert "failed permanently" in logged
+
+
+async def test_an_unverified_sender_named_by_ses_opens_the_breaker(
+    delivery: Delivery,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _queue_to(delivery, ["first@example.org", "second@example.org"])
+    delivery.proxy.fail_sends(
+        Fault(400, "MessageRejected", not_verified(WIRE_SENDER, "first@example.org"))
+    )
+    worker = delivery.worker(concurrency=1)
+
+    with caplog.at_level(logging.INFO, logger="taxease_auth"):
+        await worker.run_once()
+
+    assert worker.breaker.is_open
+    failed, waiting = await delivery.rows()
+    assert (failed.status, waiting.status) == ("failed", "pending")
+    assert failed.last_error is not None
+    assert WIRE_SENDER not in failed.last_error
+    assert "first@example.org" not in failed.last_error
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "first@example.org" not in logged
+    assert WIRE_SENDER not in logged

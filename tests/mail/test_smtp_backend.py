@@ -377,6 +377,48 @@ async def test_permanent_replies(
 
 
 @pytest.mark.parametrize(
+    "recipient",
+    [
+        "sender@example.org",
+        "from@example.org",
+        "taxease.example@example.org",
+        f"{SENDER}.org",
+        "mail.from.domain@example.org",
+        "sending.paused@example.org",
+    ],
+)
+async def test_a_sandbox_recipient_never_reads_as_the_sender_and_is_masked(
+    plain_server: SmtpServer, smtp_settings: SmtpSettings, recipient: str
+) -> None:
+    # Issue 17 item 8: the identities SES lists are compared with the sender, not searched
+    # for words; and the stored reason keeps no address whole.
+    plain_server.handler.data_reply = (
+        "554 Message rejected: Email address is not verified. The following identities "
+        f"failed the check in region CA-CENTRAL-1: {recipient}"
+    )
+
+    with pytest.raises(PermanentSendError) as caught:
+        await send(smtp_settings(plain_server), make_message(recipient=recipient))
+
+    assert not caught.value.account_wide
+    assert recipient not in caught.value.reason
+    assert f"{recipient[0]}***@{recipient.partition('@')[2]}" in caught.value.reason
+
+
+async def test_a_refused_recipient_is_masked_in_the_reason(
+    plain_server: SmtpServer, smtp_settings: SmtpSettings
+) -> None:
+    plain_server.handler.rcpt_reply = f"550 5.1.1 <{RECIPIENT}>: Recipient address rejected"
+
+    with pytest.raises(PermanentSendError) as caught:
+        await send(smtp_settings(plain_server))
+
+    assert not caught.value.account_wide
+    assert RECIPIENT not in caught.value.reason
+    assert "<u***@example.org>" in caught.value.reason
+
+
+@pytest.mark.parametrize(
     ("hook", "reply"),
     [
         ("data_reply", "451 4.3.0 Temporary service failure"),

@@ -8,9 +8,7 @@ circuit breaker).
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import re
 from typing import Any
 
 import anyio
@@ -26,9 +24,9 @@ from taxease_auth.mail.backends.base import (
     TransientSendError,
     header_values,
 )
+from taxease_auth.mail.backends.reasons import safe_reason
+from taxease_auth.mail.backends.unverified import is_sender_rejection
 from taxease_auth.mail.message import Message, SendResult
-
-REASON_MAX_LENGTH = 300
 
 # Error codes that say "later": rate, capacity or a server fault.
 _TRANSIENT_CODES = frozenset(
@@ -96,45 +94,6 @@ _CREDENTIAL_ERRORS = (
     botocore.exceptions.ProfileNotFound,
 )
 
-# A lone run of 6-10 digits is what a code looks like. AWS validation messages may echo a
-# parameter value, and the body holds the code: such runs never reach a stored reason. Longer
-# runs (12-digit account ids in ARNs) stay readable.
-_CODE_LIKE = re.compile(r"(?<!\d)\d{6,10}(?!\d)")
-
-
-def _reason(text: str) -> str:
-    return _CODE_LIKE.sub("[digits]", text)[:REASON_MAX_LENGTH]
-
-
-def _names_sender(error_message: str, sender: str) -> bool:
-    """Whether an SES message names ``sender``'s address or its domain as an identity."""
-    address = email.utils.parseaddr(sender)[1].lower()
-    if not address:
-        return False
-    text = error_message.lower()
-    if address in text:
-        return True
-    domain = address.rpartition("@")[2]
-    # The domain as an identity of its own, not as the tail of another address or domain.
-    standalone = rf"(?<![\w.@-]){re.escape(domain)}(?![\w-])"
-    return bool(domain) and re.search(standalone, text) is not None
-
-
-def is_sender_rejection(error_message: str, sender: str | None) -> bool:
-    """Whether a MessageRejected "not verified" concerns the sender rather than a recipient.
-
-    SES names the unverified identities: the sender's (every mail fails) or, in the sandbox,
-    the recipient's (only this mail fails). When it is unclear, it is the sender: a breaker that
-    opens and probes again costs less than dropping every mail one by one.
-    """
-    text = error_message.lower()
-    if sender is not None and _names_sender(error_message, sender):
-        return True
-    if re.search(r"\b(from|sender)\b", text):
-        return True
-    # Known sender, and the message names some other address: a sandbox recipient.
-    return not (sender is not None and "@" in text)
-
 
 def classify_client_error(
     error: botocore.exceptions.ClientError, *, sender: str | None = None
@@ -145,26 +104,28 @@ def classify_client_error(
     ``PermanentSendError(account_wide=True)`` for sender, account, configuration and credential
     problems (daily quota included); a plain ``PermanentSendError`` for anything wrong with
     this message alone. ``sender`` (the From address) tells an unverified sender from an
-    unverified sandbox recipient. The reason is ``"<code>: <message>"``, at most 300
-    characters, and never holds the mail body.
+    unverified sandbox recipient by the identities SES lists (``unverified``), never by words
+    in the text, which holds the recipient's address. The reason is ``"<code>: <message>"``
+    with every address masked, at most 300 characters, and never holds the mail body.
     """
     response: dict[str, Any] = error.response or {}
     code = str(response.get("Error", {}).get("Code") or "Unknown")
     message = str(response.get("Error", {}).get("Message") or "")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     status = status if isinstance(status, int) else 0
-    reason = _reason(f"{code}: {message}")
-    lowered = message.lower()
+    reason = safe_reason(f"{code}: {message}")
 
-    if _DAILY_QUOTA in lowered:
-        return PermanentSendError(reason, account_wide=True)
     if code in _ACCOUNT_WIDE_CODES:
         return PermanentSendError(reason, account_wide=True)
-    if code in _TRANSIENT_CODES or code.startswith("RequestTimeout"):
-        return TransientSendError(reason, possibly_sent=code in _POSSIBLY_SENT_CODES)
+    if code in _TRANSIENT_CODES or code.startswith("RequestTimeout") or status == 429:
+        # SES words the daily quota as a throttle; only the message tells it from the rate.
+        # Throttling answers echo nothing of the request, so the text is SES's own here.
+        if _DAILY_QUOTA in message.lower():
+            return PermanentSendError(reason, account_wide=True)
+        if code in _TRANSIENT_CODES or code.startswith("RequestTimeout"):
+            return TransientSendError(reason, possibly_sent=code in _POSSIBLY_SENT_CODES)
     if code == "MessageRejected":
-        sender_side = "not verified" in lowered and is_sender_rejection(message, sender)
-        return PermanentSendError(reason, account_wide=sender_side)
+        return PermanentSendError(reason, account_wide=is_sender_rejection(message, sender))
     # 429 is "too many requests" whatever the code says; 5xx is the server's fault.
     if status == 429 or status == 503:
         return TransientSendError(reason)
@@ -189,11 +150,11 @@ def classify_botocore_error(error: botocore.exceptions.BotoCoreError) -> SendErr
         # a connection closed after the request left (HTTPClientError) may hide an accepted
         # message; a failed connect (ConnectionError) never reached SES.
         return TransientSendError(
-            _reason(f"{name}: {error}"),
+            safe_reason(f"{name}: {error}"),
             possibly_sent=isinstance(error, botocore.exceptions.HTTPClientError),
         )
     if isinstance(error, _CREDENTIAL_ERRORS):
-        return PermanentSendError(_reason(f"{name}: {error}"), account_wide=True)
+        return PermanentSendError(safe_reason(f"{name}: {error}"), account_wide=True)
     # ParamValidationError's text quotes the invalid value, which may be the body: name only.
     return PermanentSendError(name)
 

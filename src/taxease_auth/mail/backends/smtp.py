@@ -37,10 +37,10 @@ from taxease_auth.mail.backends.base import (
     TransientSendError,
     header_values,
 )
-from taxease_auth.mail.backends.ses import is_sender_rejection
+from taxease_auth.mail.backends.reasons import EMAIL_LIKE, safe_reason
+from taxease_auth.mail.backends.unverified import is_sender_rejection
 from taxease_auth.mail.message import Message, SendResult
 
-REASON_MAX_LENGTH = 300
 # A pooled connection idle longer than this is closed rather than reused: servers drop idle
 # sessions (aiosmtpd after 300 s, many relays after 30-60 s) and a fresh one costs one handshake.
 MAX_IDLE_SECONDS = 20.0
@@ -64,8 +64,6 @@ _ACCOUNT_WIDE_TEXTS = (
 # SES's SMTP interface answers "250 Ok <message-id>": that id is what its events name.
 _QUEUE_ID = re.compile(r"queued as\s+<?([^\s;,<>]+)>?|^ok\s+<?([^\s<>]+)>?$", re.IGNORECASE)
 SES_CONFIGURATION_SET_HEADER = "X-SES-CONFIGURATION-SET"
-# A lone run of 6-10 digits is what a code looks like: never in a stored reason.
-_CODE_LIKE = re.compile(r"(?<!\d)\d{6,10}(?!\d)")
 
 
 class Stage(StrEnum):
@@ -87,10 +85,6 @@ class _Progress:
     stage: Stage = Stage.CONNECT
 
 
-def _reason(text: str) -> str:
-    return _CODE_LIKE.sub("[digits]", " ".join(text.split()))[:REASON_MAX_LENGTH]
-
-
 def _reply_text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
 
@@ -98,18 +92,22 @@ def _reply_text(reply: bytes | str) -> str:
 def classify_reply(stage: Stage, code: int, text: str, *, sender: str | None = None) -> SendError:
     """Translate an SMTP failure reply at ``stage`` into the worker's vocabulary.
 
-    Returns (does not raise) the error; its reason is ``"SMTP <stage> <code>: <text>"``.
+    Returns (does not raise) the error; its reason is ``"SMTP <stage> <code>: <text>"`` with
+    every address masked. Replies echo addresses (a refused RCPT, SES's list of unverified
+    identities), and an address is whatever someone registered with: the account-wide phrases
+    are looked for in the reply without its addresses, and an unverified identity is the
+    sender's only when SES lists the sender's address or domain (``unverified``).
     """
-    reason = _reason(f"SMTP {stage} {code}: {text}")
-    lowered = text.lower()
-    if any(marker in lowered for marker in _ACCOUNT_WIDE_TEXTS):
+    reason = safe_reason(f"SMTP {stage} {code}: {text}")
+    own_words = EMAIL_LIKE.sub(" ", text).lower()
+    if any(marker in own_words for marker in _ACCOUNT_WIDE_TEXTS):
         return PermanentSendError(reason, account_wide=True)
     if 400 <= code < 500:
         return TransientSendError(reason)
     if stage in (Stage.CONNECT, Stage.HELLO, Stage.STARTTLS, Stage.AUTH, Stage.MAIL):
         # The server refuses us or our sender: every other mail would meet the same answer.
         return PermanentSendError(reason, account_wide=True)
-    if stage is Stage.DATA and "not verified" in lowered:
+    if stage is Stage.DATA:
         # SES names the unverified identity: the sender's (all mail) or a sandbox recipient's.
         return PermanentSendError(reason, account_wide=is_sender_rejection(text, sender))
     return PermanentSendError(reason)
@@ -126,21 +124,21 @@ def classify_exception(error: Exception, stage: Stage, *, sender: str | None = N
         # smtplib also reports read timeouts this way. During DATA the server may have accepted
         # the mail already: the retry carries the same Message-ID, and the worker logs it.
         return TransientSendError(
-            _reason(f"SMTP {stage}: {name}: {error}"), possibly_sent=stage is Stage.DATA
+            safe_reason(f"SMTP {stage}: {name}: {error}"), possibly_sent=stage is Stage.DATA
         )
     if isinstance(error, ssl.SSLCertVerificationError):
         return PermanentSendError(
-            _reason(
+            safe_reason(
                 f"SMTP {stage}: the server's TLS certificate is not trusted "
                 f"({error.verify_message}): check SMTP_HOST, or set SMTP_CA_FILE"
             ),
             account_wide=True,
         )
     if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return TransientSendError(_reason(f"SMTP {stage}: {name}: {error}"))
+        return TransientSendError(safe_reason(f"SMTP {stage}: {name}: {error}"))
     if isinstance(error, ssl.SSLError):
         return PermanentSendError(
-            _reason(
+            safe_reason(
                 f"SMTP {stage}: TLS failed ({error.reason or error}): check SMTP_SECURITY and "
                 "SMTP_PORT (tls is usually 465, starttls 587)"
             ),
@@ -148,16 +146,16 @@ def classify_exception(error: Exception, stage: Stage, *, sender: str | None = N
         )
     if isinstance(error, smtplib.SMTPNotSupportedError | smtplib.SMTPException):
         # STARTTLS or AUTH not offered, no common AUTH mechanism: a configuration problem.
-        return PermanentSendError(_reason(f"SMTP {stage}: {error}"), account_wide=True)
+        return PermanentSendError(safe_reason(f"SMTP {stage}: {error}"), account_wide=True)
     if isinstance(error, OSError):
         # Refused, reset, unreachable, DNS failure, connect timeout: the network, for now.
         return TransientSendError(
-            _reason(f"SMTP {stage}: {name}: {error}"), possibly_sent=stage is Stage.DATA
+            safe_reason(f"SMTP {stage}: {name}: {error}"), possibly_sent=stage is Stage.DATA
         )
     if isinstance(error, UnicodeError):
         # A non-ASCII credential (account-wide) or address (this message only).
         return PermanentSendError(
-            _reason(f"SMTP {stage}: {name}: non-ASCII text the server cannot take"),
+            safe_reason(f"SMTP {stage}: {name}: non-ASCII text the server cannot take"),
             account_wide=stage is Stage.AUTH,
         )
     raise error
