@@ -1,4 +1,5 @@
-"""The `taxease-auth` command line: serve, worker, db, doctor, send-test, outbox, purge, why."""
+"""The `taxease-auth` command line: serve, worker, db, doctor, send-test, outbox, purge, why,
+suppression."""
 
 from __future__ import annotations
 
@@ -378,6 +379,46 @@ def why(
 
     settings = _settings()
     _finish(asyncio.run(operations.why(settings, _canonical(email))))
+
+
+suppression_app = typer.Typer(
+    help="The suppression list: addresses no mail is sent to (bounced, complained).",
+    no_args_is_help=True,
+)
+app.add_typer(suppression_app, name="suppression")
+
+
+@suppression_app.command("list")
+def suppression_list(
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 100,
+) -> None:
+    """The suppressed addresses with reason (bounce, complaint, manual), time and detail."""
+    from taxease_auth.mail.feedback import suppression_list as admin
+
+    _finish(asyncio.run(admin.listed(_settings(), limit=limit)))
+
+
+@suppression_app.command("add")
+def suppression_add(
+    email: Annotated[str, typer.Argument(help="The address to stop sending to.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept as the entry's detail).")] = None,
+) -> None:
+    """Stop sending to EMAIL (reason "manual"). An audit event records it."""
+    from taxease_auth.mail.feedback import suppression_list as admin
+
+    settings = _settings()
+    _finish(asyncio.run(admin.change(settings, _canonical(email), add=True, reason_text=reason)))
+
+
+@suppression_app.command("remove")
+def suppression_remove(
+    email: Annotated[str, typer.Argument(help="The address to send to again.")],
+) -> None:
+    """Send to EMAIL again (its mailbox works again). An audit event records it."""
+    from taxease_auth.mail.feedback import suppression_list as admin
+
+    settings = _settings()
+    _finish(asyncio.run(admin.change(settings, _canonical(email), add=False)))
 
 
 @app.command()

@@ -23,6 +23,7 @@ from taxease_auth.clock import Clock, SystemClock
 from taxease_auth.config import EmailBackendName, Settings
 from taxease_auth.mail.backends import build_backend
 from taxease_auth.mail.backends.base import PermanentSendError, SendError
+from taxease_auth.mail.feedback import story
 from taxease_auth.mail.message import Message, SendResult
 from taxease_auth.mail.render import MailRenderer
 from taxease_auth.store import audit, housekeeping, reports
@@ -140,6 +141,8 @@ def _mail_line(mail: reports.MailRow, now: datetime) -> str:
         parts.append(f"{mail.status} {when(mail.updated_at)}")
     if mail.provider_message_id:
         parts.append(f"provider id {mail.provider_message_id}")
+    if mail.delivery_state:
+        parts.append(f"SES says {mail.delivery_state}")
     line = "  ".join(parts)
     if mail.last_error and mail.status != OutboxStatus.SENT:
         line += f"\n    last error: {mail.last_error}"
@@ -279,6 +282,12 @@ def _code_state(code: reports.CodeRow, now: datetime, max_attempts: int) -> str:
 
 
 def _verdict(report: reports.AddressReport, now: datetime, settings: Settings) -> str:
+    if report.suppressed is not None:
+        return (
+            f"the address is on the suppression list ({report.suppressed.reason}, "
+            f"{when(report.suppressed.created_at)}): no mail is sent to it. If the mailbox works "
+            f"again, `taxease-auth suppression remove {report.email}` lets codes go to it"
+        )
     if not report.codes and not report.other_mails:
         return (
             "nothing is stored for this address: the user may have typed another one (the API "
@@ -298,11 +307,26 @@ def _verdict(report: reports.AddressReport, now: datetime, settings: Settings) -
     return _mail_verdict(newest.mails[0], newest, now, settings)
 
 
+# A sent mail's fate from SES's events, for the verdict.
+_SES_VERDICTS = {
+    "delivered": "reached the recipient's mail server: if it is not in the inbox, look in spam",
+    "bounced": "bounced",
+    "complained": "was marked as spam by the recipient",
+    "delayed": "is delayed: SES keeps trying",
+    "rejected": "was rejected by SES, never sent",
+}
+
+
 def _mail_verdict(
     mail: reports.MailRow, code: reports.CodeRow | None, now: datetime, settings: Settings
 ) -> str:
     what = f"the newest {'code' if code else 'mail'} ({code.purpose if code else mail.kind})"
     live = code is not None and _code_state(code, now, settings.otp_max_attempts) == "live"
+    if mail.status == OutboxStatus.SENT and mail.delivery_state in _SES_VERDICTS:
+        text = f"{what} {_SES_VERDICTS[mail.delivery_state]} (see its story above)"
+        if code is not None and not live:
+            text += "; the code is no longer valid, the user needs a new one"
+        return text
     if mail.status == OutboxStatus.SENT:
         text = (
             f"{what} was accepted by the mail provider {when(mail.sent_at)} (id "
@@ -367,10 +391,20 @@ async def why(settings: Settings, email: str, *, clock: Clock | None = None) -> 
         )
         if not code.mails:
             lines.append("    no mail recorded")
-        lines += [f"    {_mail_line(mail, now)}".replace("\n", "\n  ") for mail in code.mails]
+        for mail in code.mails:
+            lines.append(f"    {_mail_line(mail, now)}".replace("\n", "\n  "))
+            lines += [f"      {story.line(e)}" for e in report.events.get(mail.id, [])]
     if report.other_mails:
         lines.append("other mail  (notices, or mail whose code is not listed)")
-        lines += [f"  {_mail_line(mail, now)}" for mail in report.other_mails]
+        for mail in report.other_mails:
+            lines.append(f"  {_mail_line(mail, now)}")
+            lines += [f"    {story.line(e)}" for e in report.events.get(mail.id, [])]
+    if report.suppressed is not None:
+        entry = report.suppressed
+        lines.append(
+            f"suppressed  since {when(entry.created_at)} ({entry.reason}): "
+            f"{entry.detail or 'no detail'}; no mail is sent to this address"
+        )
     suppression = await anyio.to_thread.run_sync(_suppression_line, settings, email)
     if suppression:
         lines.append(suppression)

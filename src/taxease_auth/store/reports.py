@@ -13,7 +13,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from taxease_auth.store.models import EmailOutbox, Otp, OutboxStatus, User
+from taxease_auth.store import mail_events, suppression
+from taxease_auth.store.models import (
+    EmailOutbox,
+    MailEvent,
+    Otp,
+    OutboxStatus,
+    SuppressedAddress,
+    User,
+)
 from taxease_auth.store.outbox import pending_summary
 
 
@@ -37,6 +45,7 @@ class MailRow:
     provider_message_id: str | None
     idempotency_key: str
     has_body: bool
+    delivery_state: str | None = None
 
 
 _MAIL_COLUMNS = (
@@ -56,6 +65,7 @@ _MAIL_COLUMNS = (
     EmailOutbox.provider_message_id,
     EmailOutbox.idempotency_key,
     (EmailOutbox.html_body.is_not(None) & EmailOutbox.text_body.is_not(None)).label("has_body"),
+    EmailOutbox.delivery_state,
 )
 
 
@@ -151,6 +161,9 @@ class AddressReport:
     codes: list[CodeRow]
     # Mail to the address not tied to a code shown above: notices, or codes already purged.
     other_mails: list[MailRow]
+    # SES's feedback events by outbox row id, oldest first; the suppression entry, if any.
+    events: dict[int, list[MailEvent]] = field(default_factory=dict)
+    suppressed: SuppressedAddress | None = None
 
 
 async def address_report(session: AsyncSession, email: str, *, limit: int = 10) -> AddressReport:
@@ -201,4 +214,15 @@ async def address_report(session: AsyncSession, email: str, *, limit: int = 10) 
         .limit(limit)
     )
     other_mails = [MailRow(**row._mapping) for row in others]
-    return AddressReport(email=email, account=account, codes=codes, other_mails=other_mails)
+    mail_ids = [mail.id for code in codes for mail in code.mails] + [m.id for m in other_mails]
+    events: dict[int, list[MailEvent]] = {}
+    for event in await mail_events.for_rows(session, mail_ids):
+        events.setdefault(event.outbox_id, []).append(event)
+    return AddressReport(
+        email=email,
+        account=account,
+        codes=codes,
+        other_mails=other_mails,
+        events=events,
+        suppressed=await suppression.get(session, email),
+    )
