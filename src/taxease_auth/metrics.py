@@ -47,6 +47,11 @@ RATE_LIMITED = Counter(
     "Requests refused with 429 by rate budget (names as in auth/limits.py)",
     ["budget"],
 )
+RATE_LIMIT_EVICTIONS = Counter(
+    "taxease_rate_limit_evictions_total",
+    "Rate-limit keys dropped from the in-process (memory://) windows at "
+    "RATE_LIMIT_MEMORY_MAX_KEYS, the longest idle first",
+)
 PURGED = Counter(
     "taxease_purged_rows_total",
     "Rows deleted by the delivery worker's scheduled retention purge, by table",

@@ -9,6 +9,7 @@ window after the attack stops; the README lists each with its window.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -58,6 +59,8 @@ _Hits = tuple[float, ...] | list[float]
 # Windows of up to this many hits are tuples (LocalMovingWindow says why).
 TUPLE_MAX_AMOUNT = 64
 
+logger = logging.getLogger(__name__)
+
 
 class LocalMovingWindow:
     """The ``limits`` moving window for ``memory://``, without its in-memory storage's costs.
@@ -81,11 +84,24 @@ class LocalMovingWindow:
     at its first collection, and the budgets of tens of thousands of addresses live for up to
     a day. As lists, every full collection walked them: pauses of 10-40 ms that made
     request-otp's p99 in `make bench`. A larger window is a list (appending to it is O(1)).
+
+    **Bounded** (RATE_LIMIT_MEMORY_MAX_KEYS): with ``max_keys`` keys held (one per budget
+    limit and identifier), a new key first evicts the key whose newest hit is oldest, counted
+    in ``taxease_rate_limit_evictions_total`` (and logged once). A refused hit, and a ``test``
+    that refuses, count as hits for this order: a budget under attack stays while the attack
+    goes on, so a flood of new keys cannot wipe the budgets that are refusing it. What an
+    eviction costs is the evicted key's count: a client idle for longest starts afresh.
     """
 
-    def __init__(self) -> None:
-        # Per window length: key -> hit times, oldest first; keys ordered by their newest hit.
+    def __init__(self, max_keys: int | None = None) -> None:
+        # Per window length: key -> hit times, oldest first; keys ordered by their newest hit
+        # (or refusal).
         self._windows: dict[int, OrderedDict[_Key, _Hits]] = {}
+        self._max_keys = max_keys
+        # (window length, key) -> time of its newest refusal, for keys refused since their
+        # newest recorded hit: their place in the eviction order.
+        self._refused_at: dict[tuple[int, _Key], float] = {}
+        self._evicted = False
 
     def _hits(self, item: RateLimitItem, identifiers: tuple[str, ...], now: float) -> tuple[
         OrderedDict[_Key, _Hits], _Key, _Hits | None
@@ -99,7 +115,9 @@ class LocalMovingWindow:
             oldest = next(iter(keys.values()))
             if oldest[-1] >= cutoff:  # a hit exactly one window old still refuses (as limits)
                 break
-            keys.popitem(last=False)
+            gone, _ = keys.popitem(last=False)
+            if self._refused_at:
+                self._refused_at.pop((expiry, gone), None)
         # Not item.key_for(): its string building costs more than the rest of a hit. Within
         # one window length, the amount and the identifiers (budget name first) tell keys apart.
         key: _Key = (item.amount, *identifiers)
@@ -109,11 +127,14 @@ class LocalMovingWindow:
         now = time.time()
         keys, key, hits = self._hits(item, identifiers, now)
         if hits is None:
+            if self._max_keys is not None and self.key_count() >= self._max_keys:
+                self._evict_oldest()
             keys[key] = (now,) if item.amount <= TUPLE_MAX_AMOUNT else [now]
             return True
         drop = 0  # only the newest ``amount`` hits can matter
         if len(hits) >= item.amount:
             if hits[-item.amount] >= now - item.get_expiry():
+                self._refused(item, keys, key, now)
                 return False
             drop = len(hits) - item.amount + 1
         if isinstance(hits, list):
@@ -126,8 +147,11 @@ class LocalMovingWindow:
 
     async def test(self, item: RateLimitItem, *identifiers: str) -> bool:
         now = time.time()
-        _, _, hits = self._hits(item, identifiers, now)
-        return self._in_window(hits, now - item.get_expiry()) <= item.amount - 1
+        keys, key, hits = self._hits(item, identifiers, now)
+        if self._in_window(hits, now - item.get_expiry()) <= item.amount - 1:
+            return True
+        self._refused(item, keys, key, now)
+        return False
 
     async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
         now = time.time()
@@ -135,6 +159,44 @@ class LocalMovingWindow:
         count = self._in_window(hits, now - item.get_expiry())
         start = hits[-count] if hits and count else now
         return WindowStats(start + item.get_expiry(), item.amount - count)
+
+    def key_count(self) -> int:
+        """Keys held, over every window length."""
+        return sum(len(keys) for keys in self._windows.values())
+
+    def _refused(
+        self, item: RateLimitItem, keys: OrderedDict[_Key, _Hits], key: _Key, now: float
+    ) -> None:
+        """A refusal keeps the key's budget in memory as a hit would (last to be evicted)."""
+        keys.move_to_end(key)
+        if self._max_keys is not None:
+            self._refused_at[(item.get_expiry(), key)] = now
+
+    def _evict_oldest(self) -> None:
+        """Drop the key whose newest hit (or refusal) is oldest: the first of one window
+        length's keys, whichever of those firsts is oldest."""
+        oldest: tuple[float, int] | None = None
+        for expiry, keys in self._windows.items():
+            if not keys:
+                continue
+            key, hits = next(iter(keys.items()))
+            at = max(hits[-1], self._refused_at.get((expiry, key), hits[-1]))
+            if oldest is None or at < oldest[0]:
+                oldest = (at, expiry)
+        if oldest is None:
+            return
+        expiry = oldest[1]
+        key, _ = self._windows[expiry].popitem(last=False)
+        self._refused_at.pop((expiry, key), None)
+        metrics.RATE_LIMIT_EVICTIONS.inc()
+        if not self._evicted:
+            self._evicted = True
+            logger.warning(
+                "rate limits: RATE_LIMIT_MEMORY_MAX_KEYS (%d) reached, the budgets idle for "
+                "longest are being dropped (counted in taxease_rate_limit_evictions_total); "
+                "memory:// is for one process: use Redis (RATE_LIMIT_STORAGE_URL) in production",
+                self._max_keys,
+            )
 
     @staticmethod
     def _in_window(hits: _Hits | None, cutoff: float) -> int:
@@ -154,7 +216,7 @@ class LocalMovingWindow:
 class RateLimits:
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self._limiter: _MovingWindow = (
-            LocalMovingWindow()
+            LocalMovingWindow(max_keys=settings.rate_limit_memory_max_keys)
             if isinstance(storage, MemoryStorage)
             else MovingWindowRateLimiter(storage)
         )
