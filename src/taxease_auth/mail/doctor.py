@@ -96,7 +96,11 @@ def run_checks(settings: Settings) -> list[Check]:
                 None,
             )
         )
-    return checks
+        return checks
+    # SES's feedback: events in, suppression, reputation (imported late: it loads the store).
+    from taxease_auth.mail.feedback.doctor_checks import feedback_checks
+
+    return checks + feedback_checks(settings)
 
 
 def _sender_check(settings: Settings) -> Check:

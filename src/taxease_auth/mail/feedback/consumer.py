@@ -318,10 +318,3 @@ class FeedbackConsumer:
 
     def close(self) -> None:
         self._client.close()
-
-
-def feedback_consumer(settings: Settings, *, clock: Clock) -> FeedbackConsumer | None:
-    """The consumer SES_FEEDBACK_QUEUE_URL asks for, or None when it is not set."""
-    if not settings.ses_feedback_queue_url:
-        return None
-    return FeedbackConsumer(settings, clock=clock)
