@@ -125,6 +125,7 @@ def _run_server(host: str, port: int, workers: int, loop: EventLoop, http: HttpP
         workers=workers,
         loop=loop.value,
         http=http.value,
+        ws="none",  # no route is a WebSocket: no implementation is imported
         log_config=None,
         # Ours (api/observability.py, ACCESS_LOG) carries the request id and never logs the
         # query string; uvicorn's would.

@@ -35,7 +35,7 @@ import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,7 +51,7 @@ from taxease_auth.mail.backends.base import (
     SendError,
     TransientSendError,
 )
-from taxease_auth.mail.feedback.consumer import FeedbackConsumer, feedback_consumer
+from taxease_auth.mail.feedback import feedback_consumer
 from taxease_auth.mail.feedback.suppressed import end_suppressed
 from taxease_auth.mail.message import Message
 from taxease_auth.mail.pacing import SendPacer, shared_pacer
@@ -59,6 +59,10 @@ from taxease_auth.store import housekeeping as retention_rules
 from taxease_auth.store import outbox
 from taxease_auth.store.outbox import ClaimedMail
 from taxease_auth.store.sql import Database, database_for
+
+if TYPE_CHECKING:
+    # boto3 comes with it: imported by build_worker only when the feedback queue is set.
+    from taxease_auth.mail.feedback.consumer import FeedbackConsumer
 
 logger = logging.getLogger(__name__)
 
