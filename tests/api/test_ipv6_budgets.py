@@ -7,6 +7,7 @@ flood comes from a different address inside one /64, as a host handed that /64 c
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from taxease_auth.config import ConfigError, load_settings
 from tests.api.conftest import API
 from tests.api.test_audit import events
+from tests.api.test_rate_limits import _register_from
 from tests.conftest import GENEROUS_LIMITS, STRONG_PASSWORD, RunningApp, SettingsFactory, StartApp
 
 BUDGET = 5
@@ -27,18 +29,7 @@ def random_host(prefix64: str) -> str:
 
 
 async def register_from(client: httpx.AsyncClient, email: str, address: str) -> int:
-    response = await client.post(
-        f"{API}/register",
-        json={
-            "email": email,
-            "password": STRONG_PASSWORD,
-            "first_name": "Test",
-            "last_name": "User",
-            "accept_terms": True,
-        },
-        headers={"X-Forwarded-For": address},
-    )
-    return response.status_code
+    return await _register_from(client, email, address)
 
 
 async def request_code_from(client: httpx.AsyncClient, email: str, address: str) -> int:
@@ -58,38 +49,31 @@ async def behind_a_proxy(
     )
 
 
-async def test_a_flood_of_registrations_from_one_64_spends_one_budget(
-    start_app: StartApp, make_settings: SettingsFactory
+@pytest.mark.parametrize(
+    ("budget", "send", "accepted"),
+    [
+        ("rate_limit_register_per_ip", register_from, 201),
+        ("rate_limit_otp_issue_per_ip", request_code_from, 202),
+    ],
+    ids=["registrations", "code-requests"],
+)
+async def test_a_flood_from_one_64_spends_one_budget(
+    start_app: StartApp,
+    make_settings: SettingsFactory,
+    budget: str,
+    send: Callable[[httpx.AsyncClient, str, str], Awaitable[int]],
+    accepted: int,
 ) -> None:
-    app = await behind_a_proxy(
-        start_app, make_settings, rate_limit_register_per_ip=f"{BUDGET}/hour"
-    )
+    app = await behind_a_proxy(start_app, make_settings, **{budget: f"{BUDGET}/hour"})
 
     flood = [
-        await register_from(app.client, f"flood{n}@example.com", random_host("2001:db8:1:2"))
+        await send(app.client, f"flood{n}@example.com", random_host("2001:db8:1:2"))
         for n in range(3 * BUDGET)
     ]
-    neighbour = await register_from(app.client, "next@example.com", random_host("2001:db8:1:3"))
+    neighbour = await send(app.client, "next@example.com", random_host("2001:db8:1:3"))
 
-    assert flood == [201] * BUDGET + [429] * (2 * BUDGET)
-    assert neighbour == 201  # another /64 has a budget of its own
-
-
-async def test_a_flood_of_code_requests_from_one_64_spends_one_budget(
-    start_app: StartApp, make_settings: SettingsFactory
-) -> None:
-    app = await behind_a_proxy(
-        start_app, make_settings, rate_limit_otp_issue_per_ip=f"{BUDGET}/hour"
-    )
-
-    flood = [
-        await request_code_from(app.client, f"reset{n}@example.com", random_host("2001:db8:a:b"))
-        for n in range(3 * BUDGET)
-    ]
-    neighbour = await request_code_from(app.client, "other@example.com", "2001:db8:a:c::1")
-
-    assert flood == [202] * BUDGET + [429] * (2 * BUDGET)
-    assert neighbour == 202
+    assert flood == [accepted] * BUDGET + [429] * (2 * BUDGET)
+    assert neighbour == accepted  # another /64 has a budget of its own
 
 
 async def test_a_wider_prefix_setting_groups_more(

@@ -20,7 +20,8 @@ from prometheus_client import REGISTRY
 from taxease_auth.auth.limits import LocalMovingWindow
 from taxease_auth.config import Settings
 from tests.api.conftest import API
-from tests.conftest import GENEROUS_LIMITS, STRONG_PASSWORD, SettingsFactory, StartApp
+from tests.api.test_rate_limits import _register_from
+from tests.conftest import GENEROUS_LIMITS, SettingsFactory, StartApp
 
 EVICTIONS = "taxease_rate_limit_evictions_total"
 
@@ -162,21 +163,10 @@ async def test_a_server_flooded_with_new_addresses_keeps_refusing_the_attacker(
             trusted_proxies=["127.0.0.0/8"],
         )
     )
-    attacker = {"X-Forwarded-For": "198.51.100.23"}
 
     async def register() -> int:
-        response = await app.client.post(
-            f"{API}/register",
-            json={
-                "email": f"spam-{secrets.token_hex(4)}@example.com",
-                "password": STRONG_PASSWORD,
-                "first_name": "Spam",
-                "last_name": "Bot",
-                "accept_terms": True,
-            },
-            headers=attacker,
-        )
-        return response.status_code
+        email = f"spam-{secrets.token_hex(4)}@example.com"
+        return await _register_from(app.client, email, "198.51.100.23")
 
     assert await register() == 201
     before = evictions()
