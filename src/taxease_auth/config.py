@@ -321,7 +321,9 @@ class Settings(BaseSettings):
             and not self.public_base_url.startswith("https://")
             and not _loopback_url(self.public_base_url)
         ):
-            problems.append("PUBLIC_BASE_URL must be https:// unless its host is a loopback address")
+            problems.append(
+                "PUBLIC_BASE_URL must be https:// unless its host is a loopback address"
+            )
         metrics_token = self.metrics_token.get_secret_value() if self.metrics_token else ""
         if metrics_token and len(metrics_token) < MIN_SECRET_KEY_LENGTH:
             problems.append(
