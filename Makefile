@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean bench bench-delivery
+.PHONY: run test lint format clean bench bench-delivery messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,26 @@ test: lint
 	done; \
 	printf "=== make test ===\n$$summary"; \
 	exit $$status
+
+# Mail text catalogues: extract every message into locales/messages.pot (babel.cfg says
+# where from), then bring each locale's .po up to date with it (new messages empty, changed
+# ones fuzzy: translate them, and the catalogue test passes again). The service reads the .po
+# files at start-up: nothing to compile.
+LOCALES_DIR := src/taxease_auth/locales
+LOCALES := en fr_CA
+messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file=babel.cfg --keywords=gettext_noop \
+		--add-location=file --sort-by-file --no-wrap --project=taxease-auth \
+		--copyright-holder=TaxEase --output-file=$(LOCALES_DIR)/messages.pot .
+	@for locale in $(LOCALES); do \
+		if [ -f $(LOCALES_DIR)/$$locale/LC_MESSAGES/messages.po ]; then \
+			$(BIN)/pybabel update --input-file=$(LOCALES_DIR)/messages.pot \
+				--output-dir=$(LOCALES_DIR) --locale=$$locale --no-wrap --ignore-obsolete; \
+		else \
+			$(BIN)/pybabel init --input-file=$(LOCALES_DIR)/messages.pot \
+				--output-dir=$(LOCALES_DIR) --locale=$$locale --no-wrap; \
+		fi; \
+	done
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests

@@ -102,7 +102,7 @@ def create_app(
             clock=clock,
             hasher=hasher,
             sessions=sessions_service,
-            renderer=MailRenderer(settings.app_name),
+            renderer=MailRenderer(settings.app_name, default_locale=settings.default_locale),
             limits=rate_limits,
             mail_queued=worker.wake if worker else _nothing,
         )

@@ -1,11 +1,12 @@
-"""The `taxease-auth` command line: serve, worker, db, doctor, send-test, outbox, purge, why,
-suppression."""
+"""The `taxease-auth` command line: serve, worker, db, doctor, send-test, preview-mail,
+outbox, purge, why, suppression."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,7 +15,7 @@ import uvicorn
 from taxease_auth.clock import SystemClock
 from taxease_auth.config import ConfigError, Settings, load_settings
 from taxease_auth.logs import configure_logging
-from taxease_auth.store.models import OutboxStatus
+from taxease_auth.store.models import MailKind, OutboxStatus
 
 if TYPE_CHECKING:
     from taxease_auth.metrics_listener import MetricsListener
@@ -293,6 +294,35 @@ def send_test(
 
     settings = _settings()
     _finish(asyncio.run(operations.send_test(settings, _canonical(email))))
+
+
+@app.command("preview-mail")
+def preview_mail(
+    purpose: Annotated[MailKind, typer.Argument(help="The mail to show.")],
+    locale: Annotated[str, typer.Option(help="en or fr-CA.")] = "en",
+    out: Annotated[Path, typer.Option(help="Directory the files are written to.")] = Path(
+        "mail-preview"
+    ),
+    app_name: Annotated[str, typer.Option(envvar="APP_NAME", help="Brand name.")] = "TaxEase",
+    expires_minutes: Annotated[int, typer.Option(min=1, help="Code lifetime shown.")] = 5,
+) -> None:
+    """Write PURPOSE's mail in LOCALE (HTML and text, sample code) to OUT for review.
+
+    Sends nothing and needs no configuration besides APP_NAME.
+    """
+    from taxease_auth.locales import SUPPORTED_LOCALES, supported_locale
+    from taxease_auth.mail.preview import write_preview
+
+    tag = supported_locale(locale, default="")
+    if tag.lower() != locale.replace("_", "-").lower():
+        typer.echo(
+            f"taxease-auth: --locale must be one of {', '.join(SUPPORTED_LOCALES)}", err=True
+        )
+        raise typer.Exit(code=2)
+    preview = write_preview(purpose, tag, out, app_name=app_name, expires_minutes=expires_minutes)
+    typer.echo(f"Subject: {preview.subject}")
+    typer.echo(str(preview.html))
+    typer.echo(str(preview.text))
 
 
 @outbox_app.command("list")

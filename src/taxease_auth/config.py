@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from taxease_auth.auth.guessing import GuessingBound, guessing_bound
+from taxease_auth.locales import SUPPORTED_LOCALES
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Settings(BaseSettings):
 
     # --- service ---------------------------------------------------------------------------
     app_name: str = Field(default="TaxEase", min_length=1, max_length=64)
+    # Language of mail sent without a locale, or with one not supported: en or fr-CA.
+    default_locale: str = "en"
     secret_key: SecretStr | None = None
     previous_secret_keys: CommaList = Field(default_factory=list)
     access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
@@ -244,6 +247,15 @@ class Settings(BaseSettings):
                 f"{value!r} is not a rate limit such as '10/hour' or '5/minute;50/day'"
             )
         return value
+
+    @field_validator("default_locale")
+    @classmethod
+    def _supported_default_locale(cls, value: str) -> str:
+        wanted = value.strip().replace("_", "-").lower()
+        for tag in SUPPORTED_LOCALES:
+            if tag.lower() == wanted:
+                return tag
+        raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_LOCALES)}")
 
     @field_validator("log_level")
     @classmethod

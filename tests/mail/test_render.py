@@ -140,3 +140,116 @@ def test_sanitize_header_value_keeps_ordinary_text():
     value = "TaxEase <no-reply@taxease.ca> é"
 
     assert sanitize_header_value(value) == value
+
+
+# --- two languages (issue 15 item 4; DESIGN.md §12 "Locales") --------------------------------
+
+SUBJECTS = {
+    "en": {
+        MailKind.EMAIL_VERIFICATION: "Your TaxEase email verification code",
+        MailKind.LOGIN: "Your TaxEase Login OTP",
+        MailKind.PASSWORD_RESET: "Your TaxEase password reset code",
+        MailKind.ACCOUNT_EXISTS: "Someone tried to create a TaxEase account with your email",
+        MailKind.PASSWORD_CHANGED: "Your TaxEase password was changed",
+    },
+    "fr-CA": {
+        MailKind.EMAIL_VERIFICATION: "Votre code de vérification de courriel TaxEase",
+        MailKind.LOGIN: "Votre code de connexion TaxEase",
+        MailKind.PASSWORD_RESET: "Votre code de réinitialisation du mot de passe TaxEase",
+        MailKind.ACCOUNT_EXISTS: "Quelqu’un a tenté de créer un compte TaxEase avec votre courriel",
+        MailKind.PASSWORD_CHANGED: "Le mot de passe de votre compte TaxEase a été modifié",
+    },
+}
+# A phrase of each French mail that only a translation can have produced.
+FRENCH_PHRASES = {
+    MailKind.EMAIL_VERIFICATION: "confirmer votre adresse courriel",
+    MailKind.LOGIN: "terminer votre connexion à TaxEase\u00a0:",
+    MailKind.PASSWORD_RESET: "réinitialiser votre mot de passe TaxEase\u00a0:",
+    MailKind.ACCOUNT_EXISTS: "vous en avez déjà un",
+    MailKind.PASSWORD_CHANGED: "«\u00a0Mot de passe oublié\u00a0?\u00a0»",
+}
+# English that must never be left in a French mail.
+ENGLISH = ["Hello", "email", "expires", "If you", "Never share", "staff", "password", "account"]
+
+
+@pytest.mark.parametrize("locale", ["en", "fr-CA"])
+@pytest.mark.parametrize("kind", list(MailKind))
+def test_every_kind_renders_in_both_locales(renderer: MailRenderer, kind: MailKind, locale: str):
+    mail = renderer.render(kind, code="042917", first_name="Zoë", expires_minutes=5, locale=locale)
+
+    assert mail.subject == SUBJECTS[locale][kind]
+    assert f'<html lang="{locale}">' in mail.html
+    greeting = {"en": "Hello Zoë,", "fr-CA": "Bonjour Zoë,"}[locale]
+    assert mail.text.startswith(greeting + "\n")
+    assert f">{greeting}</p>" in mail.html
+    if kind in CODE_KINDS:
+        expiry = {
+            "en": "This code expires in 5 minutes.",
+            "fr-CA": "Ce code expire dans 5 minutes.",
+        }
+        for body in (mail.html, mail.text):
+            assert "042917" in body
+            assert expiry[locale] in body
+
+
+@pytest.mark.parametrize("kind", list(MailKind))
+def test_a_french_mail_holds_no_english(renderer: MailRenderer, kind: MailKind):
+    mail = renderer.render(kind, code="042917", expires_minutes=5, locale="fr-CA")
+
+    for body in (mail.text, mail.html):
+        assert FRENCH_PHRASES[kind] in body
+        assert body.startswith("Bonjour,\n") or ">Bonjour,</p>" in body
+        for english in ENGLISH:
+            assert english.lower() not in body.lower(), english
+    for english in ENGLISH:
+        assert english.lower() not in mail.subject.lower()
+
+
+@pytest.mark.parametrize(
+    ("minutes", "english", "french"),
+    [(1, "1 minute", "1 minute"), (15, "15 minutes", "15 minutes"),
+     (1000, "1,000 minutes", "1\u00a0000 minutes")],
+)  # fmt: skip
+def test_expiry_is_written_the_locales_way(
+    renderer: MailRenderer, minutes: int, english: str, french: str
+):
+    for locale, expected in (("en", english), ("fr-CA", french)):
+        mail = renderer.render(
+            MailKind.LOGIN, code="123456", expires_minutes=minutes, locale=locale
+        )
+        assert expected in mail.text, locale
+        assert expected in mail.html, locale
+
+
+@pytest.mark.parametrize("asked", ["fr-CA", "fr_CA", "FR-ca", "fr", "fr-FR"])
+def test_french_is_matched_however_it_is_asked_for(renderer: MailRenderer, asked: str):
+    mail = renderer.render(MailKind.LOGIN, code="123456", expires_minutes=5, locale=asked)
+
+    assert mail.subject == SUBJECTS["fr-CA"][MailKind.LOGIN]
+
+
+@pytest.mark.parametrize("asked", [None, "", "de", "zz-ZZ", "en-GB"])
+def test_anything_else_is_the_default_locale(asked: str | None):
+    english = MailRenderer("TaxEase")
+    french = MailRenderer("TaxEase", default_locale="fr-CA")
+
+    mail = english.render(MailKind.LOGIN, code="123456", expires_minutes=5, locale=asked)
+    assert mail.subject == SUBJECTS["en"][MailKind.LOGIN]
+    if asked != "en-GB":  # English asked for stays English
+        mail = french.render(MailKind.LOGIN, code="123456", expires_minutes=5, locale=asked)
+        assert mail.subject == SUBJECTS["fr-CA"][MailKind.LOGIN]
+
+
+def test_an_unsupported_default_locale_is_refused():
+    with pytest.raises(ValueError, match="default_locale"):
+        MailRenderer("TaxEase", default_locale="de")
+
+
+def test_a_name_is_escaped_in_french_html_too(renderer: MailRenderer):
+    mail = renderer.render(
+        MailKind.LOGIN, code="123456", first_name="<b>x</b>", expires_minutes=5, locale="fr-CA"
+    )
+
+    assert "<b>x</b>" not in mail.html
+    assert "Bonjour &lt;b&gt;x&lt;/b&gt;," in mail.html
+    assert "Bonjour <b>x</b>," in mail.text

@@ -1,16 +1,26 @@
 """Turn a mail kind and its values into a subject, an HTML body and a plain-text body.
 
-One ``MailRenderer`` is built at start-up and shared: the Jinja2 environment compiles each
-template once and caches it. HTML templates are autoescaped, so a first name such as
-``<script>`` arrives in the mail as text; subjects never carry user data at all.
+One ``MailRenderer`` is built at start-up and shared: it reads the message catalogues
+(``taxease_auth.locales``) and keeps one Jinja2 environment per locale, each compiling a
+template once. Every mail exists in English and Canadian French; its text is the templates'
+English run through the locale's catalogue (``make messages`` extracts it). HTML templates are
+autoescaped, so a first name such as ``<script>`` arrives in the mail as text; subjects never
+carry user data at all.
 """
 
 from __future__ import annotations
 
 import re
 
+from babel.units import format_unit
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from taxease_auth.locales import (
+    SUPPORTED_LOCALES,
+    babel_identifier,
+    supported_locale,
+    translations,
+)
 from taxease_auth.store.mail_rows import RenderedMail
 from taxease_auth.store.models import MailKind
 
@@ -21,13 +31,22 @@ CODE_KINDS = frozenset({MailKind.EMAIL_VERIFICATION, MailKind.LOGIN, MailKind.PA
 # and start another (header injection), so none may reach a subject or an address.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
+
+def gettext_noop(message: str) -> str:
+    """Marks ``message`` for the catalogue (``pybabel extract -k gettext_noop``); translated
+    where it is used."""
+    return message
+
+
 _SUBJECTS: dict[MailKind, str] = {
     # The login subject is the integration guide's, word for word ("Your TaxEase Login OTP").
-    MailKind.LOGIN: "Your {app_name} Login OTP",
-    MailKind.EMAIL_VERIFICATION: "Your {app_name} email verification code",
-    MailKind.PASSWORD_RESET: "Your {app_name} password reset code",
-    MailKind.ACCOUNT_EXISTS: "Someone tried to create a {app_name} account with your email",
-    MailKind.PASSWORD_CHANGED: "Your {app_name} password was changed",
+    MailKind.LOGIN: gettext_noop("Your %(app_name)s Login OTP"),
+    MailKind.EMAIL_VERIFICATION: gettext_noop("Your %(app_name)s email verification code"),
+    MailKind.PASSWORD_RESET: gettext_noop("Your %(app_name)s password reset code"),
+    MailKind.ACCOUNT_EXISTS: gettext_noop(
+        "Someone tried to create a %(app_name)s account with your email"
+    ),
+    MailKind.PASSWORD_CHANGED: gettext_noop("Your %(app_name)s password was changed"),
 }
 
 
@@ -49,30 +68,35 @@ def strip_control_chars(value: str) -> str:
 
 
 class MailRenderer:
-    """Renders every ``MailKind`` from the templates in ``taxease_auth/mail/templates``.
+    """Renders every ``MailKind`` from the templates in ``taxease_auth/mail/templates``, in
+    each supported locale.
 
     Build one per process and share it; ``render`` is cheap and safe to call concurrently.
     """
 
-    def __init__(self, app_name: str) -> None:
+    def __init__(self, app_name: str, *, default_locale: str = SUPPORTED_LOCALES[0]) -> None:
+        """``default_locale`` (DEFAULT_LOCALE) is used when ``render`` is given no locale or
+        one that is not supported; it must itself be supported (``ValueError`` otherwise).
+        The catalogues are read here, once."""
         # APP_NAME comes from configuration, not from users, but it ends up in a header:
         # stripped here once, so no subject can ever carry CR/LF.
         self.app_name = strip_control_chars(app_name)
         if not self.app_name:
             raise ValueError("app_name is empty once control characters are removed")
-        self._environment = Environment(
-            loader=PackageLoader("taxease_auth", "mail/templates"),
-            autoescape=select_autoescape(["html"]),
-            # A misspelt variable fails the render (and the test) instead of mailing a blank.
-            undefined=StrictUndefined,
-            keep_trailing_newline=True,
-            # The templates ship with the package: no stat() of each file on every render.
-            auto_reload=False,
-        )
+        if default_locale not in SUPPORTED_LOCALES:
+            raise ValueError(f"default_locale must be one of {', '.join(SUPPORTED_LOCALES)}")
+        self.default_locale = default_locale
+        self._environments = {tag: _environment(tag) for tag in SUPPORTED_LOCALES}
 
-    def subject(self, kind: MailKind) -> str:
+    def locale(self, requested: str | None) -> str:
+        """The supported locale a mail for ``requested`` is written in (DEFAULT_LOCALE when
+        ``requested`` is None or matches none)."""
+        return supported_locale(requested, self.default_locale)
+
+    def subject(self, kind: MailKind, locale: str | None = None) -> str:
         """The subject line for ``kind``: always names the app, never holds user data."""
-        return sanitize_header_value(_SUBJECTS[kind].format(app_name=self.app_name))
+        translated = translations(self.locale(locale)).gettext(_SUBJECTS[kind])
+        return sanitize_header_value(translated % {"app_name": self.app_name})
 
     def render(
         self,
@@ -81,6 +105,7 @@ class MailRenderer:
         code: str | None = None,
         first_name: str | None = None,
         expires_minutes: int | None = None,
+        locale: str | None = None,
     ) -> RenderedMail:
         """Render the subject, HTML body and text body of one mail.
 
@@ -89,6 +114,8 @@ class MailRenderer:
         ``ValueError``. The greeting is "Hello <first_name>," and plain "Hello," when
         ``first_name`` is None or empty: callers pass no name in code mail to an address not
         yet verified, since the name there is the registrant's claim, not the mailbox owner's.
+        ``locale`` (``"en"``, ``"fr-CA"``; ``fr``, ``fr_CA`` and the like are matched) picks
+        the language; None or an unsupported one gives DEFAULT_LOCALE.
         """
         kind = MailKind(kind)
         if kind in CODE_KINDS:
@@ -100,21 +127,48 @@ class MailRenderer:
             # A notice must never carry a code, even if a caller passes one by mistake.
             code = None
             expires_minutes = None
+        tag = self.locale(locale)
         name = strip_control_chars(first_name) if first_name else ""
         context = {
             "app_name": self.app_name,
+            "lang": tag,
             "first_name": name or None,
             "code": code,
-            "expires_minutes": expires_minutes,
+            # "5 minutes", "1 minute", "1 000 minutes": the locale's words and digits.
+            "duration": None
+            if expires_minutes is None
+            else format_unit(
+                expires_minutes, "duration-minute", length="long", locale=babel_identifier(tag)
+            ),
         }
-        html = self._environment.get_template(f"{kind.value}.html").render(context)
-        text = self._environment.get_template(f"{kind.value}.txt").render(context)
-        return RenderedMail(subject=self.subject(kind), html=html, text=text)
+        environment = self._environments[tag]
+        html = environment.get_template(f"{kind.value}.html").render(context)
+        text = environment.get_template(f"{kind.value}.txt").render(context)
+        return RenderedMail(subject=self.subject(kind, tag), html=html, text=text)
 
     def render_test(self) -> RenderedMail:
         """The mail `taxease-auth send-test` sends: no code, no user data."""
-        context = {"app_name": self.app_name, "first_name": None, "code": None}
-        html = self._environment.get_template("test_mail.html").render(context)
-        text = self._environment.get_template("test_mail.txt").render(context)
+        context = {"app_name": self.app_name, "lang": "en", "first_name": None, "code": None}
+        # An operator's check: in English whatever DEFAULT_LOCALE says.
+        environment = self._environments["en"]
+        html = environment.get_template("test_mail.html").render(context)
+        text = environment.get_template("test_mail.txt").render(context)
         subject = sanitize_header_value(f"{self.app_name} test mail")
         return RenderedMail(subject=subject, html=html, text=text)
+
+
+def _environment(tag: str) -> Environment:
+    """The Jinja2 environment of one locale: the package's templates, its catalogue installed
+    for ``_()`` (new-style gettext: placeholders are named, and escaped in HTML)."""
+    environment = Environment(
+        loader=PackageLoader("taxease_auth", "mail/templates"),
+        autoescape=select_autoescape(["html"]),
+        # A misspelt variable fails the render (and the test) instead of mailing a blank.
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        # The templates ship with the package: no stat() of each file on every render.
+        auto_reload=False,
+        extensions=["jinja2.ext.i18n"],
+    )
+    environment.install_gettext_translations(translations(tag), newstyle=True)  # type: ignore[attr-defined]
+    return environment
