@@ -22,6 +22,7 @@ from taxease_auth.api import sessions as session_routes
 from taxease_auth.api import well_known as well_known_routes
 from taxease_auth.api.body_limit import BodySizeLimit
 from taxease_auth.api.observability import RequestObservability
+from taxease_auth.auth.guessing import refuse_likely_guessing
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, common_passwords
 from taxease_auth.auth.service import AuthService
@@ -61,6 +62,7 @@ def create_app(
     if settings is None:
         settings = load_settings()
         configure_logging(settings)
+    refuse_likely_guessing(settings)  # ConfigError in production when codes are guessable
     clock = clock or SystemClock()
 
     @asynccontextmanager

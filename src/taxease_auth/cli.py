@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import uvicorn
 
+from taxease_auth.auth.guessing import refuse_likely_guessing
 from taxease_auth.clock import SystemClock
 from taxease_auth.config import ConfigError, Settings, load_settings
 from taxease_auth.logs import configure_logging
@@ -33,10 +34,12 @@ app.add_typer(db_app, name="db")
 def _settings() -> Settings:
     """Settings from the environment and .env, or exit 2 with the variable to fix."""
     try:
-        return load_settings()
+        settings = load_settings()
+        refuse_likely_guessing(settings)
     except ConfigError as error:
         typer.echo(f"taxease-auth: {error}", err=True)
         raise typer.Exit(code=2) from None
+    return settings
 
 
 class EventLoop(StrEnum):

@@ -20,8 +20,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-
-from taxease_auth.auth.guessing import GuessingBound, guessing_bound
 from taxease_auth.locales import SUPPORTED_LOCALES
 
 logger = logging.getLogger(__name__)
@@ -164,7 +162,7 @@ class Settings(BaseSettings):
     rate_limit_refresh_per_ip: str = "300/minute"
     rate_limit_refresh_per_session: str = "10/minute"
     # Production refuses settings under which one account's code is guessed with a higher
-    # probability per day (see auth/guessing.py and the README's security section).
+    # probability per day (auth/guessing.py, checked at start-up; the README's security section).
     otp_max_guess_probability_per_day: float = Field(default=1e-3, gt=0, le=1)
 
     # --- passwords -------------------------------------------------------------------------
@@ -342,15 +340,6 @@ class Settings(BaseSettings):
                 f"METRICS_TOKEN must be a random value of at least {MIN_SECRET_KEY_LENGTH} "
                 "characters (anyone who guesses it reads /metrics)"
             )
-        bound = self.guessing_bound
-        if bound.probability_per_day > self.otp_max_guess_probability_per_day:
-            problems.append(
-                f"an attacker at the limits guesses a code with probability "
-                f"{bound.probability_per_day:.2g}/day, above OTP_MAX_GUESS_PROBABILITY_PER_DAY "
-                f"({self.otp_max_guess_probability_per_day:g}): lower "
-                "RATE_LIMIT_VERIFY_FAILURES_PER_EMAIL, RATE_LIMIT_OTP_ISSUE_PER_EMAIL or "
-                "OTP_MAX_ATTEMPTS, or raise OTP_LENGTH"
-            )
         if self.mail_backend is EmailBackendName.CONSOLE:
             problems.append(
                 "EMAIL_BACKEND=console prints codes to the terminal; "
@@ -365,16 +354,6 @@ class Settings(BaseSettings):
         if self.email_backend is not None:
             return self.email_backend
         return EmailBackendName.CONSOLE if self.development_mode else EmailBackendName.SES
-
-    @property
-    def guessing_bound(self) -> GuessingBound:
-        return guessing_bound(
-            otp_length=self.otp_length,
-            max_attempts=self.otp_max_attempts,
-            failure_budget=self.rate_limit_verify_failures_per_email,
-            issue_budget=self.rate_limit_otp_issue_per_email,
-            resend_cooldown_seconds=self.otp_resend_cooldown_seconds,
-        )
 
     @property
     def aws_credentials(self) -> dict[str, str]:

@@ -11,6 +11,10 @@ across all codes (reissuing does not reset it). Both caps are counted here, per 
 Only ``email_verification`` and ``password_reset`` count as purposes: a ``login`` code is only
 issued after the correct password. The code lifetime does not enter: the per-code attempt cap
 holds however long a code lives.
+
+Start-up (the command line, the app factory) calls ``refuse_likely_guessing``: in production a
+configuration whose bound exceeds ``OTP_MAX_GUESS_PROBABILITY_PER_DAY`` does not start. The rule
+lives here, beside the rules it counts, so ``config.py`` knows nothing above it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
+
+from taxease_auth.config import ConfigError, Settings
 
 SECONDS_PER_DAY = 86_400
 GUESSABLE_PURPOSES = 2
@@ -59,3 +65,31 @@ def guessing_bound(
         codes_per_day * max_attempts * GUESSABLE_PURPOSES,
     )
     return GuessingBound(guesses_per_day=guesses, probability_per_day=guesses / 10**otp_length)
+
+
+def settings_bound(settings: Settings) -> GuessingBound:
+    """The bound the configured code length, attempts, budgets and cooldown give."""
+    return guessing_bound(
+        otp_length=settings.otp_length,
+        max_attempts=settings.otp_max_attempts,
+        failure_budget=settings.rate_limit_verify_failures_per_email,
+        issue_budget=settings.rate_limit_otp_issue_per_email,
+        resend_cooldown_seconds=settings.otp_resend_cooldown_seconds,
+    )
+
+
+def refuse_likely_guessing(settings: Settings) -> None:
+    """Raise ConfigError, naming the variables to change, when production settings let an
+    attacker at every limit guess one account's code with a probability per day above
+    OTP_MAX_GUESS_PROBABILITY_PER_DAY. Development mode is never refused."""
+    if settings.development_mode:
+        return
+    bound = settings_bound(settings)
+    if bound.probability_per_day > settings.otp_max_guess_probability_per_day:
+        raise ConfigError(
+            "invalid configuration: an attacker at the limits guesses a code with probability "
+            f"{bound.probability_per_day:.2g}/day, above OTP_MAX_GUESS_PROBABILITY_PER_DAY "
+            f"({settings.otp_max_guess_probability_per_day:g}): lower "
+            "RATE_LIMIT_VERIFY_FAILURES_PER_EMAIL, RATE_LIMIT_OTP_ISSUE_PER_EMAIL or "
+            "OTP_MAX_ATTEMPTS, or raise OTP_LENGTH"
+        )
