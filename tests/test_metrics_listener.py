@@ -131,3 +131,12 @@ def test_a_metrics_port_already_taken_exits_2_naming_the_option(tmp_path: Path) 
 
     assert result.exit_code == 2, result.output
     assert f"--metrics-port {port}" in result.stderr
+
+
+def test_a_metrics_port_equal_to_the_api_port_exits_2(tmp_path: Path) -> None:
+    env = process_environment(f"sqlite:///{tmp_path}/auth.sqlite3")
+
+    result = CliRunner().invoke(app, ["serve", "--port", "8123", "--metrics-port", "8123"], env=env)
+
+    assert result.exit_code == 2, result.output
+    assert "--metrics-port must differ from --port" in result.stderr

@@ -93,6 +93,9 @@ def serve(
             err=True,
         )
         raise typer.Exit(code=2)
+    if metrics_port is not None and metrics_port == port:
+        typer.echo("taxease-auth: --metrics-port must differ from --port", err=True)
+        raise typer.Exit(code=2)
     configure_logging(settings)
     _multiprocess_metrics(workers)
     listener = _metrics_listener(metrics_host, metrics_port)
