@@ -64,6 +64,8 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "rate_limit_login_failures_per_email": "1000/minute",
     "rate_limit_login_per_ip": "1000/minute",
     "rate_limit_register_per_ip": "1000/minute",
+    "rate_limit_refresh_per_ip": "1000/minute",
+    "rate_limit_refresh_per_session": "1000/minute",
     "otp_max_guess_probability_per_day": 0.01,
 }
 MAIL_WAIT_SECONDS = 10.0

@@ -18,6 +18,13 @@ SURFACE: dict[tuple[str, str], set[str]] = {
     ("post", "/api/v1/auth/password-reset/request"): {"202", "422", "429"},
     ("post", "/api/v1/auth/password-reset/confirm"): {"200", "400", "422", "429"},
     ("get", "/api/v1/auth/me"): {"200", "401"},
+    ("post", "/api/v1/auth/token/refresh"): {"200", "401", "422", "429"},
+    ("post", "/api/v1/auth/logout"): {"204", "401"},
+    ("post", "/api/v1/auth/logout-all"): {"204", "401"},
+    ("get", "/api/v1/auth/sessions"): {"200", "401"},
+    ("delete", "/api/v1/auth/sessions/{session_id}"): {"204", "401", "404", "422"},
+    ("get", "/.well-known/jwks.json"): {"200"},
+    ("get", "/.well-known/openid-configuration"): {"200"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
     ("get", "/metrics"): {"200"},
@@ -73,7 +80,7 @@ async def test_every_request_body_has_an_example(dev_app: RunningApp) -> None:
         for key, operation in _operations(document).items()
         if "requestBody" in operation
     }
-    assert len(bodies) == 7
+    assert len(bodies) == 8
 
     for key, reference in bodies.items():
         schema = _resolve(document, reference)
