@@ -146,6 +146,7 @@ async def otp_rows(app: RunningApp, email: str | None = None) -> list[Otp]:
 
 
 async def user_rows(app: RunningApp) -> list[User]:
+    await app.requested_codes_issued()  # registrations are applied after their answer
     sessions = make_sessionmaker(app.app.state.engine)
     async with sessions() as session:
         return list((await session.execute(select(User).order_by(User.id))).scalars())

@@ -34,6 +34,7 @@ def _wrong(code: str, shift: int = 1) -> str:
 
 async def test_right_code_verifies_the_address(dev_app: RunningApp) -> None:
     await register(dev_app.client, "ok@example.com")
+    await dev_app.requested_codes_issued()  # the account is created after the 201
     assert (await login(dev_app.client, "ok@example.com", STRONG_PASSWORD)).status_code == 403
 
     code = await dev_app.latest_code("ok@example.com")

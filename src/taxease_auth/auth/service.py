@@ -21,26 +21,32 @@ from datetime import datetime, timedelta
 
 from taxease_auth import metrics
 from taxease_auth.auth import otp as codes
+from taxease_auth.auth.code_mail import CodeMail, code_issued
+from taxease_auth.auth.deferred import AfterAnswer
 from taxease_auth.auth.emails import email_fingerprint, mask_email
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.auth.passwords import PasswordHasher, check_password_policy
+from taxease_auth.auth.registration import (
+    MAX_REGISTRATIONS_IN_PROGRESS,
+    AcceptedRegistration,
+    Registrar,
+    Registration,
+)
 from taxease_auth.auth.sessions import EndReason, Sessions, SessionTokens
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
 from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials
 from taxease_auth.logs import REQUEST_ID
 from taxease_auth.mail.render import MailRenderer
-from taxease_auth.store import audit, issuing, otps, outbox, users
+from taxease_auth.store import audit, issuing, otps, users
 from taxease_auth.store.issuing import NewCode
 from taxease_auth.store.models import MailKind, Purpose
 from taxease_auth.store.otps import CodeRow
-from taxease_auth.store.sql import Conflict, Database, Transaction
+from taxease_auth.store.sql import Database, Transaction
 from taxease_auth.store.users import UserRow
 
 logger = logging.getLogger(__name__)
 
-# A notice (no code) may wait this long for delivery before it is dropped as stale.
-NOTICE_DELIVERY_WINDOW = timedelta(hours=24)
 # A login challenge accepts resends for this many code lifetimes after the password was checked.
 CHALLENGE_LIFETIMES = 3
 # Requested codes are issued after the 202 (queue_requested_code). Past this many issues
@@ -52,14 +58,6 @@ MAX_ISSUES_IN_PROGRESS = 64
 # Requested codes issued in one transaction, at most. On SQLite a batch runs on the event loop
 # without a pause (~60 µs a code): 16 keep that pause near a millisecond.
 ISSUE_BATCH = 16
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    email: str
-    password: str
-    first_name: str
-    last_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,17 +119,25 @@ class AuthService:
         # Requests waiting for capacity, woken one per issued code (an Event would wake them
         # all, each to find the queue still full).
         self._waiting_for_capacity: deque[asyncio.Future[None]] = deque()
+        self._code_mail = CodeMail(settings, renderer, self._fingerprint)
+        self._registrar = Registrar(
+            settings=settings,
+            database=database,
+            clock=clock,
+            code_mail=self._code_mail,
+            mail_queued=mail_queued,
+        )
+        self._registrations = AfterAnswer("registration", capacity=MAX_REGISTRATIONS_IN_PROGRESS)
 
     # --- registration ------------------------------------------------------------------------
 
     async def register(self, registration: Registration, *, client_ip: str) -> None:
-        """Create or refresh a pending account and mail a code; the caller answers the same
-        201 whatever happened here.
+        """Accept a registration; the caller answers the same 201 whatever the address's state.
 
-        - new address: an unverified user and a code bound to this registration's password;
-        - unverified address: a new code bound to *this* registration (whoever holds the
-          mailbox decides which registration completes; a squatter cannot block the owner);
-        - verified address: the owner gets a notice instead of a code, nothing changes.
+        Before the answer, the same work for every address: the password policy, the budgets
+        and the hash. What depends on the address (a new account, a new code, or a notice to
+        a verified owner: ``auth/registration.py``) runs after the answer, so its timing does
+        not tell a verified address from a new one.
         """
         check_password_policy(
             registration.password,
@@ -143,63 +149,22 @@ class AuthService:
         await self.admit_code_request(
             registration.email, Purpose.EMAIL_VERIFICATION, client_ip=client_ip
         )
-        # Hash before looking anything up: every branch costs the same hashing work.
         password_hash = await self._hasher.hash(registration.password)
-        try:
-            await self._register(registration, password_hash, client_ip)
-        except Conflict:
-            # A simultaneous registration inserted the same address first; ours now takes
-            # the "existing account" branch.
-            await self._register(registration, password_hash, client_ip)
-        self._mail_queued()
-
-    async def _register(
-        self, registration: Registration, password_hash: str, client_ip: str
-    ) -> None:
-        now = self._clock.now()
-        verified_at_once = self._settings.skips_email_verification
-        async with self._db.transaction() as tx:
-            user = await users.get_by_email(tx, registration.email)
-            if user is not None and user.email_verified:
-                await self._queue_notice(tx, user, MailKind.ACCOUNT_EXISTS, now)
-                logger.info("registration for verified %s: notice queued", mask_email(user.email))
-                return
-            if user is None:
-                await users.add(
-                    tx,
-                    email=registration.email,
-                    password_hash=password_hash,
-                    first_name=registration.first_name,
-                    last_name=registration.last_name,
-                    verified=verified_at_once,
-                    now=now,
-                )
-                if verified_at_once:
-                    logger.warning(
-                        "SKIP_EMAIL_VERIFICATION: %s registered as verified",
-                        mask_email(registration.email),
-                    )
-                    return
-            else:
-                await users.set_registration(
-                    tx,
-                    user.id,
-                    password_hash=password_hash,
-                    first_name=registration.first_name,
-                    last_name=registration.last_name,
-                )
-            await self._issue_code(
-                tx,
-                self._new_code(
-                    email=registration.email,
-                    purpose=Purpose.EMAIL_VERIFICATION,
-                    first_name=registration.first_name,
-                    client_ip=client_ip,
-                    now=now,
-                    pending=(password_hash, registration.first_name, registration.last_name),
-                ),
-                now=now,
-            )
+        accepted = AcceptedRegistration(
+            email=registration.email,
+            password_hash=password_hash,
+            first_name=registration.first_name,
+            last_name=registration.last_name,
+            client_ip=client_ip,
+        )
+        if self._settings.skips_email_verification or self._settings.active_developer_otp:
+            # Development mode's bypasses only (both are off in production): a script may
+            # log in, or type DEVELOPER_OTP, the instant it registered; on a laptop the
+            # timing tells nothing worth hiding.
+            await self._registrar.apply(accepted)
+            return
+        await self._registrations.wait_for_room()
+        self._registrations.submit(lambda: self._registrar.apply(accepted))
 
     # --- codes -------------------------------------------------------------------------------
 
@@ -255,12 +220,17 @@ class AuthService:
             self._issuer = asyncio.create_task(self._issue_queued(), context=contextvars.Context())
 
     async def drain_requested_codes(self) -> None:
-        """Issue what is queued (at shutdown: every answered request gets its code)."""
+        """Issue what is queued, registrations included (at shutdown: every answered request
+        gets its code)."""
+        await self._registrations.drain()
         while self._issuer is not None and not self._issuer.done():
             await asyncio.shield(self._issuer)
 
     async def _issue_queued(self) -> None:
         while self._issue_queue:
+            # A resend answered after a registration is issued after it: the registration's
+            # account and code must exist first (both are applied after their answers).
+            await self._registrations.drain()
             batch = [
                 self._issue_queue.popleft() for _ in range(min(ISSUE_BATCH, len(self._issue_queue)))
             ]
@@ -641,56 +611,37 @@ class AuthService:
 
     async def _issue_code(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:
         """Retire older codes for (email, purpose), store the new code's hash, queue its mail."""
-        await issuing.issue(tx, [code], now=now)
-        self._code_issued(code)
+        await self._code_mail.issue(tx, code, now=now)
 
     def _new_code(
         self,
         *,
         email: str,
         purpose: Purpose,
-        first_name: str,
+        first_name: str | None,
         client_ip: str,
         now: datetime,
         pending: tuple[str, str, str] | None = None,
         challenge_id: str | None = None,
     ) -> NewCode:
         """A fresh code: its keyed hash to store, and the mail that carries it."""
-        code = self._settings.active_developer_otp or codes.generate_otp(self._settings.otp_length)
-        return NewCode(
+        return self._code_mail.new_code(
             email=email,
             purpose=purpose,
-            code_hash=codes.hash_code(
-                self._settings.signing_key, email=email, purpose=purpose, code=code
-            ),
-            expires_at=now + self._code_lifetime,
-            mail=self._renderer.render(
-                MailKind(purpose),
-                code=code,
-                first_name=first_name,
-                expires_minutes=self._settings.otp_expiry_minutes,
-            ),
-            email_hash=self._fingerprint(email),
-            ip=client_ip,
+            first_name=first_name,
+            client_ip=client_ip,
+            now=now,
             pending=pending,
             challenge_id=challenge_id,
         )
 
     @staticmethod
     def _code_issued(code: NewCode) -> None:
-        metrics.CODES_ISSUED.labels(purpose=code.purpose).inc()
-        logger.info("%s code issued for %s", code.purpose, mask_email(code.email))
+        code_issued(code)
 
     async def _queue_notice(
         self, tx: Transaction, user: UserRow, kind: MailKind, now: datetime
     ) -> None:
-        mail = self._renderer.render(kind, first_name=user.first_name)
-        await outbox.enqueue(
-            tx,
-            recipient=user.email,
-            kind=kind,
-            mail=mail,
-            otp_id=None,
-            send_before=now + NOTICE_DELIVERY_WINDOW,
-            now=now,
+        await self._code_mail.queue_notice(
+            tx, recipient=user.email, kind=kind, first_name=user.first_name, now=now
         )
