@@ -15,10 +15,7 @@ import pytest
 from taxease_auth.mail.backends.base import PermanentSendError, SendError, TransientSendError
 from taxease_auth.mail.backends.reasons import REASON_MAX_LENGTH
 from taxease_auth.mail.backends.ses import classify_botocore_error, classify_client_error
-from taxease_auth.store import outbox
-from taxease_auth.store.models import MailKind
 from tests.mail.test_worker import Delivery, delivery, proxy  # noqa: F401 (fixtures)
-from tests.support import transaction_on
 from tests.support.fault_proxy import Fault, recipient_not_verified
 
 SENDER = "TaxEase <no-reply@mail.taxease.ca>"
@@ -274,31 +271,13 @@ def test_the_reason_masks_every_address(recipient: str):
     assert "n***@taxease.example" in error.reason
 
 
-async def _queue_to(delivery: Delivery, recipients: list[str]) -> None:  # noqa: F811
-    now = delivery.clock.now()
-    async with transaction_on(delivery.engine) as tx:
-        for recipient in recipients:
-            mail = delivery.renderer.render(
-                MailKind.EMAIL_VERIFICATION, code="048213", expires_minutes=5
-            )
-            await outbox.enqueue(
-                tx,
-                recipient=recipient,
-                kind=MailKind.EMAIL_VERIFICATION,
-                mail=mail,
-                otp_id=None,
-                send_before=now + timedelta(minutes=5),
-                now=now,
-            )
-
-
 async def test_sandbox_rejections_of_lookalike_recipients_never_stop_delivery(
     delivery: Delivery,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Each look-alike registrant is refused by the sandbox, on the wire, as SES words it; the
     # mail queued after them still goes, and nothing stored or logged holds an address whole.
-    await _queue_to(delivery, [*LOOKALIKE_RECIPIENTS, "bystander@example.org"])
+    await delivery.queue(to=[*LOOKALIKE_RECIPIENTS, "bystander@example.org"])
     for recipient in LOOKALIKE_RECIPIENTS:
         delivery.proxy.fail_next(1, recipient_not_verified(recipient))
     worker = delivery.worker(concurrency=1)
@@ -326,7 +305,7 @@ async def test_an_unverified_sender_named_by_ses_opens_the_breaker(
     delivery: Delivery,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await _queue_to(delivery, ["first@example.org", "second@example.org"])
+    await delivery.queue(to=["first@example.org", "second@example.org"])
     delivery.proxy.fail_sends(
         Fault(400, "MessageRejected", not_verified(WIRE_SENDER, "first@example.org"))
     )

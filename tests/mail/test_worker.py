@@ -122,11 +122,17 @@ class Delivery:
         return task
 
     async def queue(
-        self, count: int, *, prefix: str = "user", valid_for: timedelta = timedelta(minutes=5)
+        self,
+        count: int = 0,
+        *,
+        prefix: str = "user",
+        valid_for: timedelta = timedelta(minutes=5),
+        to: list[str] | None = None,
     ) -> list[str]:
-        """Queue ``count`` verification mails as the API does, each with its own code."""
+        """Queue ``count`` verification mails as the API does, each with its own code (or one
+        to each address of ``to``)."""
         now = self.clock.now()
-        recipients = [f"{prefix}{i}-{secrets.token_hex(2)}@example.org" for i in range(count)]
+        recipients = to or [f"{prefix}{i}-{secrets.token_hex(2)}@example.org" for i in range(count)]
         async with transaction_on(self.engine) as tx:
             for recipient in recipients:
                 code = f"{secrets.randbelow(10**6):06d}"
