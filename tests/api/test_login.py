@@ -293,7 +293,6 @@ async def test_unverified_account_gets_no_login_code(login_code_app: RunningApp)
     app = login_code_app
     await register(app.client, "unverified@example.com")
     await app.requested_codes_issued()  # the account is created after the 201
-    await app.requested_codes_issued()  # the account is created after the 201
 
     response = await login(app.client, "unverified@example.com", STRONG_PASSWORD)
 
