@@ -40,6 +40,8 @@ from taxease_auth.store import migrate
 from taxease_auth.store.db import make_sessionmaker
 from taxease_auth.store.models import Base, EmailOutbox
 from tests.support import redis_server, require_server
+from tests.support.pgbouncer import PGBOUNCER_MISSING, PgBouncer
+from tests.support.pgbouncer import find_binary as find_pgbouncer
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import find_binaries as find_postgres_binaries
 
@@ -248,6 +250,18 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the session's PostgreSQL server (skips without
+    the binary, fails under CI=true)."""
+    bouncer = PgBouncer(require_server(find_pgbouncer(), PGBOUNCER_MISSING), postgres_server.port)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @pytest.fixture(scope="session")

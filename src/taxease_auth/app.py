@@ -36,6 +36,7 @@ from taxease_auth.mail.backends.base import MailBackend
 from taxease_auth.mail.render import MailRenderer
 from taxease_auth.mail.worker import build_worker
 from taxease_auth.ratelimit_storage import make_storage
+from taxease_auth.store.budget import warn_if_over_budget
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.sql import database_for
 
@@ -70,6 +71,7 @@ def create_app(
         for warning in settings.startup_warnings():
             logger.warning(warning)
         engine = make_engine(settings)
+        await warn_if_over_budget(engine, settings)  # PostgreSQL: would this process fit?
         sessions = make_sessionmaker(engine)
         backend = mail_backend or build_backend(settings)
         hasher = PasswordHasher(settings)

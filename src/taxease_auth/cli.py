@@ -199,9 +199,11 @@ async def _run_worker(settings: Settings) -> None:
     from taxease_auth.clock import SystemClock
     from taxease_auth.mail.backends import build_backend
     from taxease_auth.mail.worker import build_worker
+    from taxease_auth.store.budget import warn_if_over_budget
     from taxease_auth.store.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings)
+    await warn_if_over_budget(engine, settings)  # PostgreSQL: would this process fit?
     backend = build_backend(settings)
     try:
         # On SQLite: OutboxLocked when another worker (or a server's embedded one) runs.
@@ -277,11 +279,13 @@ def doctor() -> None:
 
     For SES: region, credentials, sender identity, sandbox or production access, sending
     enabled, quota and send rate, configuration set. For SMTP: a session opened with TLS and
-    AUTH as configured. Exits 1 on any FAIL.
+    AUTH as configured. On PostgreSQL, the connection budget: what each process may open
+    against what the server has left. Exits 1 on any FAIL.
     """
     from taxease_auth.mail import doctor as mail_doctor
 
-    checks = mail_doctor.run_checks(_settings())
+    settings = _settings()
+    checks = [*mail_doctor.run_checks(settings), mail_doctor.connection_budget_check(settings)]
     typer.echo(mail_doctor.render(checks))
     if mail_doctor.failed(checks):
         raise typer.Exit(code=1)

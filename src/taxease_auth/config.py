@@ -133,11 +133,21 @@ class Settings(BaseSettings):
 
     # --- data ------------------------------------------------------------------------------
     database_url: str = "sqlite:///./taxease_auth.sqlite3"
-    # PostgreSQL: connections the request path may hold at once, per server process (opened on
-    # demand, closed after 5 idle minutes). Below the requests in flight, answers queue for a
+    # PostgreSQL connections per process (store/budget.py; docs/deploy.md has the sizing rule).
+    # The defaults fit `serve --workers 4` plus one `worker` under max_connections 100:
+    # 5 x (15 + 2 + 1) = 90 of the 97 left after the 3 superuser slots.
+    # The request path's asyncpg pool (with the delivery worker's claims), opened on demand,
+    # closed after 5 idle minutes. Below the requests in flight, answers queue for a
     # connection: at 32 concurrent requests, 15 put verify-otp's p99 at 100-140 ms, 32 at 25 ms
-    # (`make bench --database postgresql`).
-    database_pool_size: int = Field(default=32, ge=1, le=1000)
+    # (`make bench --database postgresql`): give one process more where the budget allows.
+    database_pool_size: int = Field(default=15, ge=1, le=1000)
+    # The ORM's pool (readiness, housekeeping, the CLI) and what it may open beyond it.
+    database_orm_pool_size: int = Field(default=2, ge=1, le=100)
+    database_orm_max_overflow: int = Field(default=1, ge=0, le=100)
+    # Connecting through PgBouncer in transaction mode: asyncpg's and SQLAlchemy's prepared
+    # statement caches off (a statement prepared on one server connection is unknown on the
+    # next), and no start-up budget check (it would read the server behind PgBouncer).
+    database_pgbouncer: bool = False
 
     # --- codes and limits ------------------------------------------------------------------
     otp_max_attempts: int = Field(default=5, ge=1, le=20)

@@ -554,3 +554,34 @@ class SesChecks:
             Check(name, Status.UNKNOWN, f"not checked: {reason}")
             for name in ("sender identity", "production access", "sending enabled", "quota")
         ]
+
+
+def connection_budget_check(settings: Settings) -> Check:
+    """PostgreSQL's connection budget (store/budget.py): what each process of this service may
+    open against what the server has left. FAIL when one process alone does not fit."""
+    from sqlalchemy.exc import DBAPIError
+
+    from taxease_auth.store import budget
+    from taxease_auth.store.db import make_engine
+
+    async def read() -> tuple[bool | None, str]:
+        engine = make_engine(settings)
+        try:
+            return await budget.describe(engine, settings)
+        finally:
+            await engine.dispose()
+
+    name = "database connections"
+    try:
+        fits, detail = anyio.run(read)
+    except (OSError, DBAPIError) as error:
+        return Check(name, Status.UNKNOWN, f"could not ask the database: {type(error).__name__}")
+    if fits is None or fits:
+        return Check(name, Status.PASS, detail)
+    return Check(
+        name,
+        Status.FAIL,
+        detail,
+        f"lower {budget.SETTINGS_NAMES}, raise max_connections, or use PgBouncer "
+        "(docs/deploy.md, PostgreSQL connections)",
+    )

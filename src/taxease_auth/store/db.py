@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
+import uuid
 from typing import Any, cast
 
 import aiosqlite
@@ -43,6 +44,11 @@ from sqlalchemy.util.concurrency import await_
 from taxease_auth.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Engine execution options (user-defined keys) carrying DATABASE_POOL_SIZE and, behind
+# PgBouncer, a statement cache size of 0 to the request path's asyncpg pool, so that every
+# database_for(engine) (server, worker, CLI) is sized by the settings.
+REQUEST_POOL_SIZE_OPTION = "taxease_request_pool_size"
+STATEMENT_CACHE_SIZE_OPTION = "taxease_statement_cache_size"
 # Every connection of this service to an SQLite file, the engine's and store/sql.py's.
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
 
@@ -58,10 +64,33 @@ def make_engine(settings: Settings) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     # The ORM's pool: the worker's housekeeping, readiness, the CLI. The request path and the
-    # worker's claims have a pool of their own (store/sql_postgres.py: POOL_SIZE).
+    # worker's claims have a pool of their own (store/sql_postgres.py), sized from the options
+    # set here; store/budget.py counts both against what the server allows.
+    connect_args: dict[str, Any] = {}
+    if settings.database_pgbouncer:
+        # PgBouncer (transaction mode) hands each transaction any server connection: a
+        # statement prepared and cached on one is unknown on the next, and two clients' names
+        # would collide on one. No caches, and names no other client uses.
+        connect_args = {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
     return create_async_engine(
-        settings.async_database_url, pool_size=3, max_overflow=2, pool_pre_ping=True
+        settings.async_database_url,
+        pool_size=settings.database_orm_pool_size,
+        max_overflow=settings.database_orm_max_overflow,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        execution_options={
+            REQUEST_POOL_SIZE_OPTION: settings.database_pool_size,
+            STATEMENT_CACHE_SIZE_OPTION: 0 if settings.database_pgbouncer else None,
+        },
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__taxease_{uuid.uuid4().hex}__"
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -132,14 +132,15 @@ class TransactionScope(Protocol):
 
 def database_for(engine: AsyncEngine, *, pool_size: int | None = None) -> Database:
     """The lean way to ``engine``'s database (on SQLite, to the same file; on PostgreSQL, a
-    pool of up to ``pool_size`` connections, by default ``POOL_SIZE``)."""
+    pool of up to ``pool_size`` connections, by default DATABASE_POOL_SIZE as ``make_engine``
+    recorded it)."""
     if engine.dialect.name == "sqlite":
         assert engine.url.database is not None
         return SqliteDatabase(engine.url.database, sqlite_write_lock(engine))
     # Imported here: asyncpg is not loaded by a server that does not use it.
-    from taxease_auth.store.sql_postgres import POOL_SIZE, PostgresDatabase
+    from taxease_auth.store.sql_postgres import PostgresDatabase
 
-    return PostgresDatabase(engine, pool_size=pool_size or POOL_SIZE)
+    return PostgresDatabase(engine, pool_size=pool_size)
 
 
 # --- SQLite --------------------------------------------------------------------------------------

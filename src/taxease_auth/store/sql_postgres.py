@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taxease_auth.store.db import REQUEST_POOL_SIZE_OPTION, STATEMENT_CACHE_SIZE_OPTION
 from taxease_auth.store.sql import Conflict, Row, Statement
 
 
@@ -50,9 +51,8 @@ class _PostgresTransaction:
         return int(status.rsplit(" ", 1)[-1])
 
 
-# Connections of a pool by default: a worker's claims and outcomes (the server's request path
-# takes DATABASE_POOL_SIZE). The engine keeps a few more for the ORM's occasional work
-# (store/db.py).
+# Connections of a pool on an engine make_engine() did not make (DATABASE_POOL_SIZE otherwise).
+# The engine keeps a few more for the ORM's occasional work (store/db.py, store/budget.py).
 POOL_SIZE = 10
 # What SQLAlchemy's asyncpg adapter takes out of the connect arguments before asyncpg sees them.
 _ADAPTER_ONLY = (
@@ -81,12 +81,16 @@ class PostgresDatabase:
     # (A server that cannot be reached raises OSError, which callers catch as such.)
     errors: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
-    def __init__(self, engine: AsyncEngine, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, engine: AsyncEngine, *, pool_size: int | None = None) -> None:
         args, params = engine.dialect.create_connect_args(engine.url)
         for name in _ADAPTER_ONLY:
             params.pop(name, None)
+        options = engine.get_execution_options()
+        cache_size = options.get(STATEMENT_CACHE_SIZE_OPTION)
+        if cache_size is not None:  # behind PgBouncer: 0
+            params["statement_cache_size"] = cache_size
         self._connect_args = (args, params)
-        self._pool_size = pool_size
+        self._pool_size = pool_size or options.get(REQUEST_POOL_SIZE_OPTION) or POOL_SIZE
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
