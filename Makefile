@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean bench bench-delivery messages
+.PHONY: run test lint format clean bench bench-delivery bench-feedback messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench: $(STAMP)
 # 100 registrations at 10/s timed to SES. Figures in bench/results/delivery-*.json (~1.5 min).
 bench-delivery: $(STAMP)
 	$(BIN)/python -m bench.delivery
+
+# Not a test: 10,000 SES feedback events through moto's SQS into one delivery worker that
+# also sends paced codes, on SQLite then PostgreSQL; events/s, CPU per event, and the
+# consumer's own ceiling without SQS. Figures in bench/results/feedback-*.json (~8 min).
+bench-feedback: $(STAMP)
+	$(BIN)/python -m bench.feedback $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
