@@ -12,10 +12,18 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from taxease_auth.auth.emails import email_fingerprint
 from taxease_auth.mail.message import Message
+from taxease_auth.store import audit
 from taxease_auth.store.db import make_sessionmaker
-from taxease_auth.store.models import Otp, User
-from tests.conftest import MAIL_WAIT_SECONDS, STRONG_PASSWORD, RunningApp, extract_code
+from taxease_auth.store.models import AuditEvent, Otp, User
+from tests.conftest import (
+    MAIL_WAIT_SECONDS,
+    STRONG_PASSWORD,
+    TEST_SECRET_KEY,
+    RunningApp,
+    extract_code,
+)
 
 API = "/api/v1/auth"
 INVALID_CODE = {"detail": "Invalid or expired OTP"}
@@ -143,6 +151,15 @@ async def otp_rows(app: RunningApp, email: str | None = None) -> list[Otp]:
         if email is not None:
             query = query.where(Otp.email == email)
         return list((await session.execute(query)).scalars())
+
+
+async def audit_events(app: RunningApp, email: str) -> list[AuditEvent]:
+    """The audit events recorded for ``email``, oldest first."""
+    async with make_sessionmaker(app.app.state.engine)() as session:
+        found = await audit.recent(
+            session, email_hashes=[email_fingerprint(TEST_SECRET_KEY, email)], limit=1000
+        )
+    return list(reversed(found))
 
 
 async def user_rows(app: RunningApp) -> list[User]:

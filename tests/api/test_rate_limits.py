@@ -16,6 +16,7 @@ from taxease_auth.auth.guessing import guessing_bound
 from taxease_auth.store.models import Purpose
 from tests.api.conftest import (
     API,
+    audit_events,
     code_in_mail,
     confirm_reset,
     login,
@@ -188,10 +189,12 @@ async def test_guessing_across_reissued_codes_stops_at_the_failure_budget(
     budget = "10/hour;50/day"
     app = await start_app(
         make_settings(
-            **limited(rate_limit_verify_failures_per_email=budget, developer_otp="000000")
+            **limited(rate_limit_verify_failures_per_email=budget, developer_otp="000000"),
+            skip_email_verification=True,
         )
     )
-    await verified_user(app, "target@example.com")
+    # Verified at registration: verifying would take a slot of the budget under test.
+    assert (await register(app.client, "target@example.com")).status_code == 201
     wrong_guesses = 0
     refused = 0
     # The attacker loops {new code, 5 wrong guesses}: reissuing must not reset the budget.
@@ -211,6 +214,43 @@ async def test_guessing_across_reissued_codes_stops_at_the_failure_budget(
     assert refused == 15
     # Even the right code is refused while the budget is spent: no guess gets through.
     assert_rate_limited(await verify(app.client, "target@example.com", "000000", "password_reset"))
+
+
+async def test_simultaneous_wrong_guesses_check_at_most_the_failure_budget(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    """Review 17 (smaller): the budget was checked before a verification and charged after,
+    so a burst of 40 wrong guesses got 33 checked against a budget of 10. A guess now takes
+    its slot before it is checked: the rest are refused without looking at any code."""
+    app = await start_app(
+        make_settings(
+            **limited(rate_limit_verify_failures_per_email="10/hour", otp_max_attempts=20),
+            developer_otp="999999",
+            skip_email_verification=True,
+        )
+    )
+    # Verified at registration: verifying would take a slot of the budget under test.
+    assert (await register(app.client, "burst@example.com")).status_code == 201
+    assert (await request_reset(app.client, "burst@example.com")).status_code == 202
+    await app.requested_codes_issued()
+
+    answers = await asyncio.gather(
+        *(
+            verify(app.client, "burst@example.com", f"{guess:06d}", "password_reset")
+            for guess in range(40)
+        )
+    )
+
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(400) == 10, statuses
+    assert statuses.count(429) == 30, statuses
+    checked = [
+        event
+        for event in await audit_events(app, "burst@example.com")
+        if event.purpose == "password_reset"
+        and event.event in ("code_failed", "code_locked", "code_verified")
+    ]
+    assert len(checked) == 10
 
 
 def test_the_documented_guessing_bound_follows_from_the_defaults() -> None:
