@@ -97,6 +97,8 @@ def serve(
         typer.echo("taxease-auth: --metrics-port must differ from --port", err=True)
         raise typer.Exit(code=2)
     configure_logging(settings)
+    if workers > 1 and not settings.is_sqlite:
+        _check_connection_budget(settings, processes=workers)
     _multiprocess_metrics(workers)
     listener = _metrics_listener(metrics_host, metrics_port)
     try:
@@ -140,6 +142,22 @@ def _run_server(host: str, port: int, workers: int, loop: EventLoop, http: HttpP
         proxy_headers=False,  # client addresses are taken from TRUSTED_PROXIES, not uvicorn
         server_header=False,
     )
+
+
+def _check_connection_budget(settings: Settings, *, processes: int) -> None:
+    """Warn before `serve --workers N` starts when N processes would not fit on PostgreSQL:
+    each one checks itself at start-up, but cannot count siblings not connected yet."""
+    from taxease_auth.store.budget import warn_if_over_budget
+    from taxease_auth.store.db import make_engine
+
+    async def check() -> None:
+        engine = make_engine(settings)
+        try:
+            await warn_if_over_budget(engine, settings, processes=processes)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check())
 
 
 def _in_process_budgets(settings: Settings) -> bool:

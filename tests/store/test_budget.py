@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -23,7 +24,8 @@ from taxease_auth.store.budget import (
 )
 from taxease_auth.store.db import make_engine
 from tests.conftest import SettingsFactory, StartApp
-from tests.support.cli import dev_env
+from tests.support import free_port
+from tests.support.cli import dev_env, process_environment, start_process, stop, wait_for_log
 
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_SUPERUSER_RESERVED = 3
@@ -153,3 +155,25 @@ def test_doctor_on_sqlite_has_no_budget(database_url: str) -> None:
 
     assert result.exit_code == 0, result.output
     assert "SQLite: no connection budget" in result.output
+
+
+@pytest.mark.postgresql_only
+async def test_serve_with_workers_warns_when_they_would_not_fit_together(
+    make_settings: SettingsFactory, database_url: str, tmp_path: Path
+) -> None:
+    probe = make_engine(make_settings())
+    try:
+        room = await server_room(probe)
+    finally:
+        await probe.dispose()
+    # One process fits; two do not.
+    per_process = room.available // 2 + 5
+    env = process_environment(database_url, DATABASE_POOL_SIZE=str(per_process - 3))
+
+    running = start_process(["serve", "--port", str(free_port()), "--workers", "2"], env, tmp_path)
+    try:
+        wait_for_log(running, f"2 server processes may open up to {2 * per_process}")
+    finally:
+        stop(running.process)
+
+    assert "DATABASE_POOL_SIZE" in running.stderr.read_text()

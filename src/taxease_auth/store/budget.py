@@ -93,20 +93,31 @@ async def server_room(engine: AsyncEngine) -> ServerRoom:
     return ServerRoom(max_connections, superuser_reserved + reserved, open_connections)
 
 
-def over_budget(needed: ProcessConnections, room: ServerRoom) -> str | None:
-    """The warning when one process may open more connections than the server has left."""
-    if needed.total <= room.available:
+def over_budget(needed: ProcessConnections, room: ServerRoom, processes: int = 1) -> str | None:
+    """The warning when ``processes`` processes (this one alone by default) may open more
+    connections than the server has left."""
+    if processes * needed.total <= room.available:
         return None
+    if processes == 1:
+        who = f"this process may open up to {needed}"
+    else:
+        who = (
+            f"{processes} server processes may open up to {processes * needed.total} "
+            f"({processes} x {needed})"
+        )
     return (
-        f"PostgreSQL has room for {room}, but this process may open up to {needed}: under load "
+        f"PostgreSQL has room for {room}, but {who}: under load "
         f"requests will fail for want of a connection. Lower {SETTINGS_NAMES}, raise "
         "max_connections, or put PgBouncer in transaction mode in between (docs/deploy.md)"
     )
 
 
-async def warn_if_over_budget(engine: AsyncEngine, settings: Settings) -> None:
-    """At start-up, on PostgreSQL (not behind PgBouncer): a warning when this process would
-    exceed what the server allows. A server that cannot be reached is left to readiness."""
+async def warn_if_over_budget(
+    engine: AsyncEngine, settings: Settings, *, processes: int = 1
+) -> None:
+    """At start-up, on PostgreSQL (not behind PgBouncer): a warning when this process (or the
+    ``processes`` that `serve --workers N` is about to start) would exceed what the server
+    allows. A server that cannot be reached is left to readiness."""
     if settings.is_sqlite or settings.database_pgbouncer:
         return
     try:
@@ -114,7 +125,7 @@ async def warn_if_over_budget(engine: AsyncEngine, settings: Settings) -> None:
     except (OSError, DBAPIError) as error:
         logger.info("connection budget not checked: %s", type(error).__name__)
         return
-    warning = over_budget(ProcessConnections.from_settings(settings), room)
+    warning = over_budget(ProcessConnections.from_settings(settings), room, processes)
     if warning is not None:
         logger.warning(warning)
 

@@ -70,7 +70,7 @@ class Recorded:
 
 
 _FIND_ROW = Statement("""
-    SELECT id, recipient, delivery_state FROM email_outbox
+    SELECT id, recipient FROM email_outbox
     WHERE provider_message_id = :message_id
 """)
 _INSERT = Statement("""
@@ -82,9 +82,13 @@ _INSERT = Statement("""
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 """)
-_SET_STATE = Statement("""
-    UPDATE email_outbox SET delivery_state = :state, updated_at = :now WHERE id = :id
-""")
+_RANK_SQL = " ".join(f"WHEN '{state.value}' THEN {rank}" for state, rank in STATE_RANK.items())
+# The rank is compared in the UPDATE itself: of two events for one row applied at once by two
+# workers (PostgreSQL re-reads the row after the other's commit), the later state wins.
+_SET_STATE = Statement(f"""
+    UPDATE email_outbox SET delivery_state = :state, updated_at = :now
+    WHERE id = :id AND (CASE delivery_state {_RANK_SQL} ELSE -1 END) < :rank
+""")  # noqa: S608 - the fragments are this module's constants
 
 
 def _clip(value: str | None, length: int) -> str | None:
@@ -100,7 +104,7 @@ async def record(tx: Transaction, event: NewEvent, *, now: datetime) -> Recorded
     row = await tx.one(_FIND_ROW, message_id=event.provider_message_id)
     if row is None or str(row[1]).lower() != event.recipient:
         return Recorded(Outcome.UNKNOWN)
-    outbox_id, current = int(row[0]), row[2]
+    outbox_id = int(row[0])
     inserted = await tx.one(
         _INSERT,
         outbox_id=outbox_id,
@@ -119,9 +123,9 @@ async def record(tx: Transaction, event: NewEvent, *, now: datetime) -> Recorded
     )
     if inserted is None:
         return Recorded(Outcome.DUPLICATE, outbox_id=outbox_id)
-    current_rank = STATE_RANK.get(DeliveryState(current), -1) if current else -1
-    if STATE_RANK[event.state] > current_rank:
-        await tx.run(_SET_STATE, state=event.state.value, now=now, id=outbox_id)
+    await tx.run(
+        _SET_STATE, state=event.state.value, now=now, id=outbox_id, rank=STATE_RANK[event.state]
+    )
     return Recorded(Outcome.RECORDED, event_id=int(inserted[0]), outbox_id=outbox_id)
 
 

@@ -205,3 +205,14 @@ async def test_sqs_unreachable_for_a_while_codes_still_go_and_events_catch_up(
             await task
     finally:
         relay.close()
+
+
+async def test_a_state_never_goes_back_when_events_come_out_of_order(setup: Setup) -> None:
+    message_id = await send_code(setup.running, EMAIL)
+    consumer = setup.consumer()
+    for event in (examples.COMPLAINT, examples.DELIVERY, examples.DELIVERY_DELAY):
+        setup.queues.publish(examples.for_message(event, message_id, EMAIL))
+        assert await setup.handle(consumer) == 1
+
+    assert len(await events(setup.running)) == 3
+    assert (await sent_row(setup.running, EMAIL)).delivery_state == DeliveryState.COMPLAINED

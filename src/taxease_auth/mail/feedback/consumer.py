@@ -313,6 +313,7 @@ class FeedbackConsumer:
             stopping.cancel()
         if not task.done():
             task.cancel()
+            await asyncio.wait({task})
             return None
         return task.result()
 
