@@ -36,6 +36,11 @@ Scenarios, and what each ratio is taken against:
   outrun issuing; the codes issued are counted in the database after the drain all the same,
   and fewer than the answers is a failure. Also reported: codes issued / (duration + drain),
   the drain being mostly mail delivery;
+- ``refresh``: token/refresh, each request rotating the refresh token of one seeded session
+  (sent once: a replay would end the session), as many sessions as verify-valid's codes;
+- ``me``: GET /me with the access tokens of 1000 seeded sessions, minted just before it
+  (signature, session liveness, account lookup; a token seen before skips the signature
+  check, as a client's next request with the same token does). bench/sessions.py says more;
 - ``login`` and ``register``: against the hasher's ceiling, measured in the same run: the same
   argon2id parameters hashed by as many threads at once as the server's hashing semaphore
   allows (the CPU count), in this process while the server is idle, before and after the
@@ -108,6 +113,8 @@ RAISED_LIMITS = {
     "RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL": f"{PER_ADDRESS}/15minutes",
     "RATE_LIMIT_LOGIN_PER_IP": "10000000/15minutes",
     "RATE_LIMIT_REGISTER_PER_IP": "10000000/hour",
+    "RATE_LIMIT_REFRESH_PER_IP": "10000000/minute",
+    "RATE_LIMIT_REFRESH_PER_SESSION": f"{PER_ADDRESS}/minute",
 }
 # Variables that would change what is measured if the caller's environment had them.
 CLEARED = ("DEVELOPER_OTP", "SKIP_EMAIL_VERIFICATION", "TRUSTED_PROXIES", "LOGIN_OTP_REQUIRED",
@@ -127,13 +134,18 @@ SIDE_PAUSE_MS = 40
 TARGETS = {
     "verify_ratio": 0.5,
     "verify_p99_ms": 50.0,
+    "refresh_ratio": 0.3,
+    "me_ratio": 0.5,
+    "session_p99_ms": 50.0,
     "request_otp_ratio": 0.4,
     "request_otp_p99_ms": 60.0,
     "hashing_ratio": 0.8,
     "flood_other_p99_ms": 100.0,
     "rss_mb": 140.0,  # after the run (issue 16.1)
 }
-ALL_SCENARIOS = ("verify-valid", "verify-wrong", "request-otp", "login", "register", "flood")
+ALL_SCENARIOS = (
+    "verify-valid", "verify-wrong", "request-otp", "refresh", "me", "login", "register", "flood"
+)  # fmt: skip
 
 
 class BenchFailed(Exception):
@@ -777,6 +789,8 @@ class Run:
                 self.server_pid,
                 count_codes=lambda: asyncio.run(count_codes(settings)),
             )
+        if {"refresh", "me"} & wanted:
+            self.session_scenarios(wanted, api, settings, seeded.verified, valid_warm, valid_run)
         hashing = {"login", "register", "flood"} & wanted
         if hashing:
             settle(self.server_pid)
@@ -817,6 +831,42 @@ class Run:
         return self.report(
             settings, ref_start, ref_end, ceiling, memory, server_errors(self.server_log)
         )
+
+    def session_scenarios(
+        self,
+        wanted: set[str],
+        api: str,
+        settings: Any,
+        emails: list[str],
+        warm_count: int,
+        run_count: int,
+    ) -> None:
+        """``refresh``: one seeded session per request, each refresh token sent once (as many
+        as verify-valid's codes); ``me``: access tokens of 1000 seeded sessions, minted just
+        before, each sent many times (bench/sessions.py says what each measures)."""
+        from bench import sessions
+
+        count = (warm_count + run_count if "refresh" in wanted else 0) + 1000
+        seeded = asyncio.run(sessions.seed_sessions(settings, emails, count))
+        self.notes.append(
+            f"seeded {count} live sessions: {count - 1000} refresh tokens for refresh (each "
+            "sent once), 1000 for me (their access tokens minted just before it)"
+        )
+        if "refresh" in wanted:
+            bodies = [body(refresh_token=token) for _, _, _, token in seeded[1000:]]
+            self.measure(
+                "refresh",
+                Load(api + "/token/refresh", write_lines(self.workdir / "refresh.txt",
+                     bodies[warm_count:]), "200", reuse="once"),
+                self.server_pid,
+                warm=Load(api + "/token/refresh", write_lines(
+                    self.workdir / "refresh-warm.txt", bodies[:warm_count]), "200", reuse="once"),
+            )  # fmt: skip
+        if "me" in wanted:
+            tokens = sessions.access_tokens(settings, seeded[:1000])
+            me_data = write_lines(self.workdir / "me.txt", tokens)
+            self.measure("me", Load(api + "/me", me_data, "200", script="get_bearer.lua"),
+                         self.server_pid)  # fmt: skip
 
     def flood(self, api: str, url: str, login_data: Path, wrong_data: Path) -> None:
         """A login flood at full concurrency; verify-otp and healthz beside it, started once
@@ -895,6 +945,13 @@ class Run:
                        r.extra["ratio"] >= TARGETS["verify_ratio"])  # fmt: skip
                 target(f"{scenario} p99 <= {TARGETS['verify_p99_ms']:g} ms",
                        r.p99_ms <= TARGETS["verify_p99_ms"])  # fmt: skip
+        for scenario, ratio_name in (("refresh", "refresh_ratio"), ("me", "me_ratio")):
+            if scenario in by_name:
+                r = by_name[scenario]
+                target(f"{scenario} >= {TARGETS[ratio_name]}x reference",
+                       r.extra["ratio"] >= TARGETS[ratio_name])  # fmt: skip
+                target(f"{scenario} p99 <= {TARGETS['session_p99_ms']:g} ms",
+                       r.p99_ms <= TARGETS["session_p99_ms"])  # fmt: skip
         if "request-otp" in by_name:
             r = by_name["request-otp"]
             target(f"request-otp >= {TARGETS['request_otp_ratio']}x reference",

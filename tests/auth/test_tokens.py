@@ -438,3 +438,69 @@ def test_hs256_token_signed_with_the_raw_secret_key_is_refused(
 
 def test_no_hs256_token_is_issued_any_more(tokens: TokenService) -> None:
     assert jwt.get_unverified_header(_issue(tokens))["alg"] == "EdDSA"
+
+
+# --- verified by hand: the checks PyJWT would make ---------------------------------------------
+
+
+def test_a_token_verified_before_still_expires(tokens: TokenService, clock: ManualClock) -> None:
+    token = _issue(tokens)
+    assert tokens.decode(token).user_id == 7  # verified once: remembered
+
+    clock.advance(timedelta(minutes=15))
+
+    with pytest.raises(InvalidToken):
+        tokens.decode(token)
+
+
+def test_audience_may_be_a_list_naming_ours(tokens: TokenService, clock: ManualClock) -> None:
+    assert tokens.decode(_sign(_claims(clock, aud=["other", "taxease"]))).user_id == 7
+    with pytest.raises(InvalidToken):
+        tokens.decode(_sign(_claims(clock, aud=["other"])))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"nbf": 10**12}, {"nbf": "soon"}, {"exp": True}, {"exp": "9999999999"}],
+    ids=["not-yet-valid", "text-nbf", "boolean-expiry", "text-expiry"],
+)
+def test_odd_time_claims_are_refused(
+    tokens: TokenService, clock: ManualClock, overrides: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidToken):
+        tokens.decode(_sign(_claims(clock, **overrides)))
+
+
+def test_critical_header_extension_is_refused(tokens: TokenService, clock: ManualClock) -> None:
+    key = signing_key(KEY)
+    kid = public_jwk(key.public_key())["kid"]
+    token = jwt.encode(
+        _claims(clock), key, algorithm="EdDSA", headers={"kid": kid, "crit": ["exp"]}
+    )
+
+    with pytest.raises(InvalidToken):
+        tokens.decode(token)
+
+
+@pytest.mark.parametrize("suffix", ["=", "==", " ", "+", "/", "é"])
+def test_characters_outside_base64url_are_refused(
+    tokens: TokenService, clock: ManualClock, suffix: str
+) -> None:
+    header, payload, signature = _sign(_claims(clock)).split(".")
+
+    with pytest.raises(InvalidToken):
+        tokens.decode(f"{header}.{payload}.{signature}{suffix}")
+    with pytest.raises(InvalidToken):
+        tokens.decode(f"{header}{suffix}.{payload}.{signature}")
+
+
+@pytest.mark.parametrize("payload", ["[]", '"text"', "7", "{", '{"sub": "7"'])
+def test_payload_that_is_not_a_json_object_is_refused(tokens: TokenService, payload: str) -> None:
+    key = signing_key(KEY)
+    kid = public_jwk(key.public_key())["kid"]
+    header = _b64url(json.dumps({"alg": "EdDSA", "kid": kid}).encode())
+    body = _b64url(payload.encode())
+    signature = _b64url(key.sign(f"{header}.{body}".encode()))
+
+    with pytest.raises(InvalidToken):
+        tokens.decode(f"{header}.{body}.{signature}")

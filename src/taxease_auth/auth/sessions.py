@@ -83,6 +83,16 @@ def _key(secret_key: str, label: bytes) -> bytes:
     return hmac.new(secret_key.encode(), label, hashlib.sha256).digest()
 
 
+def refresh_token_hash_key(secret_key: str) -> bytes:
+    """The key refresh tokens are hashed with, derived from one SECRET_KEY."""
+    return _key(secret_key, _HASH_LABEL)
+
+
+def hash_refresh_token(key: bytes, refresh_token: str) -> str:
+    """What the database holds for a refresh token: HMAC-SHA256, hex."""
+    return hmac.new(key, refresh_token.encode(), hashlib.sha256).hexdigest()
+
+
 class Sessions:
     def __init__(
         self,
@@ -99,7 +109,7 @@ class Sessions:
         self._tokens = tokens
         self._limits = limits
         # Current key first: new tokens are hashed with it; the previous ones still find theirs.
-        self._hash_keys = [_key(key, _HASH_LABEL) for key in settings.verification_keys]
+        self._hash_keys = [refresh_token_hash_key(key) for key in settings.verification_keys]
         self._seal_keys = [_key(key, _SEAL_LABEL) for key in settings.verification_keys]
         self._grace = timedelta(seconds=settings.refresh_reuse_grace_seconds)
         self._idle = timedelta(days=settings.session_idle_days)
@@ -300,9 +310,7 @@ class Sessions:
     # --- internals -------------------------------------------------------------------------------
 
     def _hash(self, refresh_token: str, key_index: int) -> str:
-        return hmac.new(
-            self._hash_keys[key_index], refresh_token.encode(), hashlib.sha256
-        ).hexdigest()
+        return hash_refresh_token(self._hash_keys[key_index], refresh_token)
 
     def _seal_key(self, refresh_token: str, key_index: int) -> AESGCM:
         return AESGCM(
