@@ -42,7 +42,8 @@ def _reason(password: str, **context: Any) -> str | None:
 
 
 def test_list_is_zxcvbns_thirty_thousand_common_passwords() -> None:
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS  # the source the shipped file copies
+    # zxcvbn (a dev dependency) is the source auth/common_passwords.txt copies.
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
 
     listed = common_passwords()
 
