@@ -164,6 +164,33 @@ async def test_code_login_and_mail_counters_move(dev_app: RunningApp) -> None:
     assert moved(before, after, "taxease_mails_total", kind=purpose, outcome="sent") == 1
 
 
+async def test_outcome_labels_do_not_tell_whether_an_account_exists(dev_app: RunningApp) -> None:
+    """Review 17.3: a wrong password and an unknown address move one login outcome; a code
+    for an address without one and a wrong code move one code outcome."""
+    email = "outcomes@example.com"
+    await register(dev_app.client, email)
+    code = await dev_app.latest_code(email)
+    wrong = "000000" if code != "000000" else "111111"
+    before = await scrape(dev_app)
+
+    await login(dev_app.client, email, "not the password at all")
+    await login(dev_app.client, "nobody-here@example.com", "not the password at all")
+    await verify(dev_app.client, email, wrong)
+    await verify(dev_app.client, "nobody-here@example.com", wrong)
+    await verify(dev_app.client, email, "1234567")  # not OTP_LENGTH digits: the input alone
+
+    after = await scrape(dev_app)
+    assert moved(before, after, "taxease_logins_total", outcome="bad_credentials") == 2
+    checked = "taxease_codes_checked_total"
+    purpose = "email_verification"
+    assert moved(before, after, checked, purpose=purpose, outcome="rejected") == 2
+    assert moved(before, after, checked, purpose=purpose, outcome="malformed") == 1
+    outcomes = {s.labels.get("outcome") for s in after.samples if s.name in (checked,
+                "taxease_logins_total")}  # fmt: skip
+    assert outcomes <= {"verified", "malformed", "rejected", "success", "challenged",
+                        "unverified", "bad_credentials"}, outcomes  # fmt: skip
+
+
 async def test_outbox_and_circuit_gauges_are_exposed(dev_app: RunningApp) -> None:
     await register(dev_app.client, "gauges@example.com")
     await dev_app.settled_outbox()

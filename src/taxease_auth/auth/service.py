@@ -91,6 +91,15 @@ class LoginChallenge:
     expires_in: int
 
 
+def _metric_outcome(label: str) -> str:
+    """A code check's outcome as /metrics shows it: ``verified``, ``malformed`` (the input
+    alone) or ``rejected``. "no live code" only happens for an address without a code (an
+    unknown one among them) and "wrong", "locked", "expired" or "already used" only for one
+    with a code: counted apart, they told whether an account exists (Review 17.3). The audit
+    trail keeps the precise reason."""
+    return label if label in ("verified", "malformed") else "rejected"
+
+
 class AuthService:
     def __init__(
         self,
@@ -516,7 +525,9 @@ class AuthService:
         await self._limits.charge(self._limits.login_failures_per_email, self._fingerprint(email))
         async with self._db.transaction() as tx:
             await self._audit(tx, "login_failed", email, client_ip, "failure", detail=reason)
-        metrics.LOGINS.labels(outcome=reason).inc()
+        # One outcome for both reasons: /metrics must not tell an unknown address from a known
+        # one (Review 17.3); the audit trail keeps the reason.
+        metrics.LOGINS.labels(outcome="bad_credentials").inc()
         logger.info("login failed for %s: %s", mask_email(email), reason.replace("_", " "))
         return InvalidCredentials()
 
@@ -527,7 +538,9 @@ class AuthService:
         transaction commits (a wrong attempt must be counted even though the call fails)."""
         outcome = await self._match_code(tx, submitted, consume=consume)
         label = outcome.reason if isinstance(outcome, InvalidCode) else "verified"
-        metrics.CODES_CHECKED.labels(purpose=submitted.purpose, outcome=label).inc()
+        metrics.CODES_CHECKED.labels(
+            purpose=submitted.purpose, outcome=_metric_outcome(label)
+        ).inc()
         event = "code_verified" if isinstance(outcome, CodeRow) else "code_failed"
         if label == "locked":
             event = "code_locked"
