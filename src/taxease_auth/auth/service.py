@@ -612,9 +612,7 @@ class AuthService:
         )
         logger.info("email verified for %s", mask_email(code.email))
 
-    async def _login_with_code(
-        self, tx: Transaction, submitted: CodeSubmission
-    ) -> SessionTokens:
+    async def _login_with_code(self, tx: Transaction, submitted: CodeSubmission) -> SessionTokens:
         user = await users.get_by_email(tx, submitted.email)
         if user is None:
             raise InvalidCode("account vanished")
