@@ -15,6 +15,8 @@ from tests.api.conftest import (
     otp_rows,
     outbox_kinds,
     register,
+    request_otp,
+    request_reset,
     user_rows,
     verified_user,
     verify,
@@ -252,3 +254,31 @@ async def test_control_characters_in_names_are_refused(dev_app: RunningApp) -> N
     assert response.status_code == 422
     assert ("body", "first_name") in _error_fields(response.json())
     assert delivered(dev_app, "names@example.com") == []
+
+
+async def _greeting(app: RunningApp, email: str, number: int) -> str:
+    """The first line of the ``number``-th mail ``email`` received."""
+    return (await wait_for_mail(app, email, number))[number - 1].text.splitlines()[0]
+
+
+async def test_mail_to_an_unverified_address_greets_without_the_registrants_name(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    """Review 17.5: the name is the registrant's claim until the address is verified: the
+    registration code, a resent one, and a reset code for an unverified account say
+    "Hello,"; mail to a verified account greets its owner by name."""
+    app = await start_app(make_settings(login_otp_required=True))
+    pending, owner = "pending@example.com", "owner@example.com"
+    await register(app.client, pending, first_name="Mallory")
+    assert await _greeting(app, pending, 1) == "Hello,"
+    await request_otp(app.client, pending)
+    assert await _greeting(app, pending, 2) == "Hello,"
+    await request_reset(app.client, pending)
+    assert await _greeting(app, pending, 3) == "Hello,"
+
+    await verified_user(app, owner, first_name="Olivia")
+    assert await _greeting(app, owner, 1) == "Hello,"
+    assert (await login(app.client, owner, STRONG_PASSWORD)).status_code == 202
+    assert await _greeting(app, owner, 2) == "Hello Olivia,"
+    await request_reset(app.client, owner)
+    assert await _greeting(app, owner, 3) == "Hello Olivia,"

@@ -120,7 +120,7 @@ class Registrar:
             code = self._code_mail.new_code(
                 email=registration.email,
                 purpose=Purpose.EMAIL_VERIFICATION,
-                first_name=registration.first_name,
+                first_name=None,  # the registrant's claim: "Hello," (Review 17.5)
                 client_ip=registration.client_ip,
                 now=now,
                 pending=(

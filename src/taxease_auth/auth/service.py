@@ -91,6 +91,12 @@ class LoginChallenge:
     expires_in: int
 
 
+def _greeted_name(user: UserRow) -> str | None:
+    """The name a mail to ``user`` greets: none until the address is verified, since until
+    then the name is a registrant's claim, not the mailbox owner's (Review 17.5)."""
+    return user.first_name if user.email_verified else None
+
+
 def _metric_outcome(label: str) -> str:
     """A code check's outcome as /metrics shows it: ``verified``, ``malformed`` (the input
     alone) or ``rejected``. "no live code" only happens for an address without a code (an
@@ -326,7 +332,7 @@ class AuthService:
         return self._new_code(
             email=email,
             purpose=purpose,
-            first_name=user.first_name,
+            first_name=_greeted_name(user),
             client_ip=request.client_ip,
             now=now,
             pending=pending,
@@ -662,5 +668,5 @@ class AuthService:
         self, tx: Transaction, user: UserRow, kind: MailKind, now: datetime
     ) -> None:
         await self._code_mail.queue_notice(
-            tx, recipient=user.email, kind=kind, first_name=user.first_name, now=now
+            tx, recipient=user.email, kind=kind, first_name=_greeted_name(user), now=now
         )
