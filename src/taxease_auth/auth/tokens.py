@@ -119,6 +119,11 @@ class TokenService:
         self._private = keys[0]
         self._jwks = [public_jwk(key.public_key()) for key in keys]
         self._kid = self._jwks[0]["kid"]
+        self._header = _b64url(
+            json.dumps(
+                {"alg": ALGORITHM, "kid": self._kid, "typ": "JWT"}, separators=(",", ":")
+            ).encode()
+        )
         # kid -> key; a previous SECRET_KEY equal to the current one adds nothing.
         self._public = {
             jwk["kid"]: key.public_key() for jwk, key in zip(self._jwks, keys, strict=True)
@@ -162,10 +167,12 @@ class TokenService:
             "email_verified": email_verified,
             "amr": amr,
         }
-        token = jwt.encode(
-            claims, self._private, algorithm=ALGORITHM, headers={"kid": self._kid, "typ": "JWT"}
-        )
-        return IssuedToken(access_token=token, expires_in=lifetime)
+        # JWS compact serialisation (RFC 7515), as jwt.encode makes it, with the header
+        # encoded once: PyJWT's own encode was a third of a refresh's CPU (`make bench`).
+        payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = f"{self._header}.{payload}"
+        signature = _b64url(self._private.sign(signing_input.encode()))
+        return IssuedToken(access_token=f"{signing_input}.{signature}", expires_in=lifetime)
 
     def decode(self, token: str) -> AccessClaims:
         """The claims of a token this service signed and that has not expired, or InvalidToken.

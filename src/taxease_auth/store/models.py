@@ -234,7 +234,8 @@ class RefreshToken(Base):
     )
     created_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
-    replaced_by: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: rotating a token clears its predecessor's sealed answer, found by this column.
+    replaced_by: Mapped[str | None] = mapped_column(String(64), index=True)
     # The pair its one rotation answered, AES-GCM sealed with a key only this token opens:
     # a client retrying a lost answer within REFRESH_REUSE_GRACE_SECONDS gets it again.
     # Cleared when the next token is rotated.

@@ -60,10 +60,11 @@ _ROTATE = Statement("""
     WHERE token_hash = :token_hash AND used_at IS NULL
 """)
 # The previous rotation's sealed answer is no longer needed once its token's successor is
-# itself rotated: the client evidently received it.
-_FORGET_OLDER_ANSWERS = Statement("""
+# itself rotated: the client evidently received it. (By replaced_by, indexed: a session's
+# tokens add up, one per refresh, and a scan of them would grow with its age.)
+_FORGET_PREVIOUS_ANSWER = Statement("""
     UPDATE refresh_tokens SET grace_answer = NULL
-    WHERE session_id = :session_id AND grace_answer IS NOT NULL AND token_hash <> :token_hash
+    WHERE replaced_by = :token_hash AND grace_answer IS NOT NULL
 """)
 _TOUCH = Statement("UPDATE sessions SET last_used_at = :now WHERE id = :id")
 _END = Statement("""
@@ -151,7 +152,7 @@ async def rotate(
     ):
         return False
     await tx.run(_INSERT_TOKEN, token_hash=next_hash, session_id=session_id, now=now)
-    await tx.run(_FORGET_OLDER_ANSWERS, session_id=session_id, token_hash=token_hash)
+    await tx.run(_FORGET_PREVIOUS_ANSWER, token_hash=token_hash)
     await tx.run(_TOUCH, id=session_id, now=now)
     return True
 

@@ -58,10 +58,14 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_refresh_tokens_session_id"), ["session_id"], unique=False
         )
+        batch_op.create_index(
+            batch_op.f("ix_refresh_tokens_replaced_by"), ["replaced_by"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refresh_tokens_replaced_by"))
         batch_op.drop_index(batch_op.f("ix_refresh_tokens_session_id"))
     op.drop_table("refresh_tokens")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
