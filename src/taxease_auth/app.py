@@ -39,6 +39,7 @@ from taxease_auth.ratelimit_storage import make_storage
 from taxease_auth.store.budget import warn_if_over_budget
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.sql import database_for
+from taxease_auth.web import install as web
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def create_app(
     app.include_router(session_routes.router)
     app.include_router(well_known_routes.router)
     app.include_router(health_routes.router)
+    web.install(app, settings)  # the pages (DESIGN.md §12), their headers and /static/
     if settings.development_mode:
         # The development mailbox shows live codes: it does not exist in production mode.
         app.include_router(dev_routes.router)
