@@ -235,3 +235,35 @@ async def test_doctor_fails_past_a_warn_level(
     assert lines["reputation"].startswith("FAIL bounce rate 0.00%")
     assert "complaint rate 1.000%" in lines["reputation"]
     assert result.exit_code == 1
+
+
+async def test_events_are_purged_with_their_row_and_suppressed_rows_are_purged_too(
+    make_settings: SettingsFactory,
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from taxease_auth.store import housekeeping
+
+    settings = make_settings()
+    await add_mails(settings, 3, {0: ("delivery", ""), 1: ("bounce", "Permanent")})
+    engine = make_engine(settings)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            first = await session.scalar(select(func.min(EmailOutbox.id)))
+            await session.execute(
+                update(EmailOutbox).where(EmailOutbox.id == first + 2).values(status="suppressed")
+            )
+            counts = await housekeeping.purge(
+                session,
+                now=NOW + timedelta(days=30),
+                codes_older_than=timedelta(days=1),
+                outbox_older_than=timedelta(days=7),
+                audit_older_than=timedelta(days=90),
+            )
+            left_events = await session.scalar(select(func.count(MailEvent.id)))
+    finally:
+        await engine.dispose()
+    assert counts.outbox_rows == 3
+    assert left_events == 0
