@@ -91,8 +91,59 @@ _SET_STATE = Statement(f"""
 """)  # noqa: S608 - the fragments are this module's constants
 
 
+# PostgreSQL: the three steps in one statement, one round trip instead of three (each event is
+# a transaction of its own, and on a busy host every round trip costs). Its result says which
+# outcome it was: no row found (UNKNOWN), a row but no insert (DUPLICATE), or both.
+_RECORD_POSTGRES = Statement(f"""
+    WITH target AS (
+        SELECT id FROM email_outbox
+        WHERE provider_message_id = CAST(:message_id AS VARCHAR)
+          AND lower(recipient) = CAST(:recipient AS VARCHAR)
+        ORDER BY id LIMIT 1
+    ), inserted AS (
+        INSERT INTO mail_events (outbox_id, recipient, event_type, category, subtype, status,
+                                 diagnostic, occurred_at, recorded_at, expires_at, feedback_id,
+                                 sqs_message_id, dedupe_key)
+        SELECT target.id, CAST(:recipient AS VARCHAR), CAST(:event_type AS VARCHAR),
+               CAST(:category AS VARCHAR), CAST(:subtype AS VARCHAR), CAST(:status AS VARCHAR),
+               CAST(:diagnostic AS VARCHAR), CAST(:occurred_at AS TIMESTAMPTZ),
+               CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ),
+               CAST(:feedback_id AS VARCHAR), CAST(:sqs_message_id AS VARCHAR),
+               CAST(:dedupe_key AS VARCHAR)
+        FROM target
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING id, outbox_id
+    ), moved AS (
+        UPDATE email_outbox SET delivery_state = CAST(:state AS VARCHAR),
+                                updated_at = CAST(:now AS TIMESTAMPTZ)
+        FROM inserted
+        WHERE email_outbox.id = inserted.outbox_id
+          AND (CASE email_outbox.delivery_state {_RANK_SQL} ELSE -1 END) < CAST(:rank AS INTEGER)
+        RETURNING email_outbox.id
+    )
+    SELECT (SELECT id FROM target), (SELECT id FROM inserted), (SELECT count(*) FROM moved)
+""")  # noqa: S608 - the fragments are this module's constants
+
+
 def _clip(value: str | None, length: int) -> str | None:
     return value[:length] if value else value
+
+
+def _values(event: NewEvent, now: datetime) -> dict[str, object]:
+    return {
+        "recipient": event.recipient[:EMAIL_MAX_LENGTH],
+        "event_type": event.event_type,
+        "category": _clip(event.category, 64),
+        "subtype": _clip(event.subtype, 64),
+        "status": _clip(event.status, 32),
+        "diagnostic": _clip(event.diagnostic, FEEDBACK_DIAGNOSTIC_MAX_LENGTH),
+        "occurred_at": event.occurred_at,
+        "now": now,
+        "expires_at": event.expires_at,
+        "feedback_id": _clip(event.feedback_id, 255),
+        "sqs_message_id": _clip(event.sqs_message_id, 128),
+        "dedupe_key": event.dedupe_key,
+    }
 
 
 async def record(tx: Transaction, event: NewEvent, *, now: datetime) -> Recorded:
@@ -101,26 +152,24 @@ async def record(tx: Transaction, event: NewEvent, *, now: datetime) -> Recorded
     UNKNOWN when no outbox row has the event's message id for that recipient (nothing is
     written); DUPLICATE when an event with the same ``dedupe_key`` is already recorded.
     """
+    if tx.dialect == "postgresql":
+        found, event_id, _ = await tx.one(  # type: ignore[misc]
+            _RECORD_POSTGRES,
+            message_id=event.provider_message_id,
+            state=event.state.value,
+            rank=STATE_RANK[event.state],
+            **_values(event, now),
+        )
+        if found is None:
+            return Recorded(Outcome.UNKNOWN)
+        if event_id is None:
+            return Recorded(Outcome.DUPLICATE, outbox_id=int(found))
+        return Recorded(Outcome.RECORDED, event_id=int(event_id), outbox_id=int(found))
     row = await tx.one(_FIND_ROW, message_id=event.provider_message_id)
     if row is None or str(row[1]).lower() != event.recipient:
         return Recorded(Outcome.UNKNOWN)
     outbox_id = int(row[0])
-    inserted = await tx.one(
-        _INSERT,
-        outbox_id=outbox_id,
-        recipient=event.recipient[:EMAIL_MAX_LENGTH],
-        event_type=event.event_type,
-        category=_clip(event.category, 64),
-        subtype=_clip(event.subtype, 64),
-        status=_clip(event.status, 32),
-        diagnostic=_clip(event.diagnostic, FEEDBACK_DIAGNOSTIC_MAX_LENGTH),
-        occurred_at=event.occurred_at,
-        now=now,
-        expires_at=event.expires_at,
-        feedback_id=_clip(event.feedback_id, 255),
-        sqs_message_id=_clip(event.sqs_message_id, 128),
-        dedupe_key=event.dedupe_key,
-    )
+    inserted = await tx.one(_INSERT, outbox_id=outbox_id, **_values(event, now))
     if inserted is None:
         return Recorded(Outcome.DUPLICATE, outbox_id=outbox_id)
     await tx.run(
