@@ -52,6 +52,10 @@ WAIT_SECONDS = 30.0
 SENT_LINE = re.compile(r"outbox \d+ \(\w+ to .*, key \w+\) sent, provider id")
 
 
+# Outside development mode /metrics answers only to this bearer token (not a real secret).
+METRICS_TOKEN = "testing-metrics-token-testing-metrics-token"
+
+
 @pytest.fixture
 def production_env(database_url: str, redis_db: str, ses: SesInbox) -> dict[str, str]:
     """Production mode: this test's PostgreSQL database, the session's Redis, SES at moto."""
@@ -69,6 +73,7 @@ def production_env(database_url: str, redis_db: str, ses: SesInbox) -> dict[str,
         # moto reports MaxSendRate 1.0; the pace is not what these tests are about.
         SES_MAX_SEND_RATE="1000",
         RATE_LIMIT_STORAGE_URL=redis_db,
+        METRICS_TOKEN=METRICS_TOKEN,
         **{name.upper(): str(value) for name, value in GENEROUS_LIMITS.items()},
     )
 
@@ -231,7 +236,8 @@ async def test_serve_with_two_workers_beside_a_worker_process_sends_each_mail_on
             )
             assert answer.status_code == 200, answer.text
         # The processes' metrics, summed (prometheus_client's multiprocess mode).
-        assert (await client.get("/metrics")).status_code == 200
+        scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scraped.status_code == 200
     server_log = server.stderr.read_text()
     # Two uvicorn processes, each with its own embedded delivery worker, beside the worker
     # process: three claimers on one outbox, and every mail left once.
