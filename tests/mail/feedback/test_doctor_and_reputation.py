@@ -252,8 +252,10 @@ async def test_events_are_purged_with_their_row_and_suppressed_rows_are_purged_t
     try:
         async with make_sessionmaker(engine).begin() as session:
             first = await session.scalar(select(func.min(EmailOutbox.id)))
+            assert first is not None
+            last = first + 2
             await session.execute(
-                update(EmailOutbox).where(EmailOutbox.id == first + 2).values(status="suppressed")
+                update(EmailOutbox).where(EmailOutbox.id == last).values(status="suppressed")
             )
             counts = await housekeeping.purge(
                 session,

@@ -31,7 +31,13 @@ from taxease_auth.auth.emails import mask_email
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
 from taxease_auth.mail.feedback import effects
-from taxease_auth.mail.feedback.events import EventType, UnreadableMessage, parse_event, unwrap
+from taxease_auth.mail.feedback.events import (
+    EventType,
+    FeedbackEvent,
+    UnreadableMessage,
+    parse_event,
+    unwrap,
+)
 from taxease_auth.mail.feedback.reputation import ReputationGuard
 from taxease_auth.store.mail_events import Outcome
 from taxease_auth.store.sql import Database
@@ -224,7 +230,7 @@ class FeedbackConsumer:
             self._log(event, item, sqs_id)
         return Disposition.DELETE
 
-    def _log(self, event: Any, item: effects.Applied, sqs_id: str | None) -> None:
+    def _log(self, event: FeedbackEvent, item: effects.Applied, sqs_id: str | None) -> None:
         kind = "/".join(part for part in (event.category, event.subtype) if part)
         if item.outcome is Outcome.UNKNOWN:
             logger.info(
@@ -251,7 +257,6 @@ class FeedbackConsumer:
             QueueUrl=self._queue_url,
             MaxNumberOfMessages=self._max_messages,
             WaitTimeSeconds=self._wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         response = await _in_daemon_thread(call)
         messages: list[dict[str, Any]] = response.get("Messages", [])
