@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_datetime
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from taxease_auth.config import Settings
-from taxease_auth.locales import SUPPORTED_LOCALES, translations
+from taxease_auth.locales import SUPPORTED_LOCALES, babel_identifier, translations
 from taxease_auth.web.browser import Browser
 from taxease_auth.web.locale import LOCALE_COOKIE, choose_locale
 
 # The language switch names each language in itself.
 LANGUAGE_NAMES = {"en": "English", "fr-CA": "Français"}
+# DESIGN.md §12: times are shown in Toronto's time by default (no DISPLAY_TIMEZONE setting yet).
+DISPLAY_TIMEZONE = ZoneInfo("America/Toronto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,15 @@ def _environment(tag: str) -> Environment:
         extensions=["jinja2.ext.i18n", "jinja2.ext.do"],
     )
     environment.install_gettext_translations(translations(tag), newstyle=True)  # type: ignore[attr-defined]
+    environment.filters["when"] = functools.partial(_when, locale=babel_identifier(tag))
     return environment
+
+
+def _when(moment: datetime, *, locale: str) -> str:
+    """A stored time (UTC; SQLite gives it back naive) as the locale writes it, in Toronto."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment, "medium", tzinfo=DISPLAY_TIMEZONE, locale=locale)
 
 
 class Pages:
