@@ -18,7 +18,14 @@ from taxease_auth.store.sql import Database
 from tests.conftest import SENDER, RunningApp, SesInbox, SettingsFactory, StartApp
 from tests.mail.feedback import examples
 from tests.mail.feedback.conftest import FeedbackQueues
-from tests.mail.feedback.helpers import events, eventually, send_code, sent_row, suppressed
+from tests.mail.feedback.helpers import (
+    events,
+    eventually,
+    register,
+    send_code,
+    sent_row,
+    suppressed,
+)
 from tests.mail.feedback.relay import Relay
 
 EMAIL = "person@example.org"
@@ -216,3 +223,69 @@ async def test_a_state_never_goes_back_when_events_come_out_of_order(setup: Setu
 
     assert len(await events(setup.running)) == 3
     assert (await sent_row(setup.running, EMAIL)).delivery_state == DeliveryState.COMPLAINED
+
+
+async def test_the_worker_sends_codes_while_its_queue_is_away_and_then_catches_up(
+    start_app: StartApp,
+    ses: SesInbox,
+    ses_settings: SettingsFactory,
+    feedback_queues: FeedbackQueues,
+) -> None:
+    """The consumer inside a delivery worker (as build_worker wires it), SQS behind a relay
+    that is down: codes still leave through SES; once SQS is back, the events are applied."""
+    from taxease_auth.mail.backends.ses import SesBackend
+    from taxease_auth.mail.worker import DeliveryWorker
+    from taxease_auth.store.db import make_sessionmaker
+
+    ses.verify_identity(SENDER)
+    running = await start_app(ses_settings(embedded_worker=False))
+    relay = Relay(feedback_queues.endpoint)
+    relay.up = False
+    settings = running.settings.model_copy(
+        update={"ses_feedback_queue_url": feedback_queues.raw_queue}
+    )
+    consumer = FeedbackConsumer(
+        settings,
+        clock=SystemClock(),
+        wait_seconds=1,
+        retry_first_seconds=0.05,
+        client=sqs_client(
+            settings.model_copy(update={"aws_endpoint_url": relay.endpoint}), wait_seconds=1
+        ),
+    )
+    backend = SesBackend(settings)
+    worker = DeliveryWorker(
+        sessions=make_sessionmaker(running.app.state.engine),
+        backend=backend,
+        sender=SENDER,
+        clock=SystemClock(),
+        lease_seconds=60,
+        max_send_rate=1000.0,
+        poll_interval=0.05,
+        feedback=consumer,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        emails = [f"away{n}@example.org" for n in range(3)]
+        for email in emails:
+            await register(running, email)
+        rows = [await sent_row(running, email) for email in emails]  # sent while SQS is away
+        for email, row in zip(emails, rows, strict=True):
+            assert row.provider_message_id
+            setup_event = examples.for_message(examples.DELIVERY, row.provider_message_id, email)
+            feedback_queues.publish(setup_event)
+        await asyncio.sleep(0.3)
+        assert await events(running) == []
+
+        relay.up = True
+
+        async def caught_up() -> bool:
+            return len(await events(running)) == 3
+
+        await eventually(caught_up)
+    finally:
+        worker.wake()
+        await worker.stop()
+        await task
+        await backend.aclose()
+        relay.close()
