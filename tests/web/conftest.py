@@ -1,5 +1,5 @@
-"""The browser tests' parts: Debian's Chromium driven by Playwright (pytest-playwright's
-``browser`` fixture, launched with ``executable_path``: nothing is ever downloaded), and one
+"""The browser tests' parts: Debian's Chromium driven by Playwright (launched with
+``executable_path``: nothing is ever downloaded), and one
 real ``taxease-auth serve`` for the module, as ``make run`` starts it."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import GENEROUS_LIMITS
 from tests.support import free_port, require_server
@@ -25,12 +25,18 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    """pytest-playwright's launch arguments, with Debian's browser (skipped when missing,
-    a failure under CI=true)."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium for one module (skipped when missing, a failure under CI=true).
+
+    Replaces pytest-playwright's session-wide ``browser``: the sync API keeps an event loop
+    running in the main thread while Playwright is started, and every later test that calls
+    ``asyncio.run`` (the migrations) would fail; stopped with the module, it is gone."""
     executable = require_server(chromium_path(), CHROMIUM_MISSING)
-    return {**browser_type_launch_args, "executable_path": executable}
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(scope="module")

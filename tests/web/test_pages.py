@@ -5,17 +5,25 @@ addresses. The browser tests (test_browser.py) cover what only a browser shows."
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from http.cookies import SimpleCookie
 
 import httpx
 import pytest
 from fastapi import Response
 
+from taxease_auth.clock import ManualClock
 from taxease_auth.config import Settings
 from taxease_auth.web.browser import Browser, PageSession
 from taxease_auth.web.headers import CONTENT_SECURITY_POLICY
 from taxease_auth.web.locale import choose_locale
-from tests.conftest import STRONG_PASSWORD, TEST_SECRET_KEY, RunningApp
+from tests.conftest import (
+    STRONG_PASSWORD,
+    TEST_SECRET_KEY,
+    RunningApp,
+    SettingsFactory,
+    StartApp,
+)
 
 PAGES = ["/", "/signup", "/forgot"]
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -139,8 +147,10 @@ async def test_password_reset_through_the_pages_ends_the_browser_session(
     assert again.headers["location"] == "/account"
 
 
-async def test_login_code_step_when_login_otp_required(start_app, make_settings) -> None:  # type: ignore[no-untyped-def]
-    app: RunningApp = await start_app(make_settings(login_otp_required=True))
+async def test_login_code_step_when_login_otp_required(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    app = await start_app(make_settings(login_otp_required=True))
     await signed_up_and_verified(app, "otp@example.com")
 
     challenged = await post_form(
@@ -327,3 +337,91 @@ async def test_pages_answer_the_same_for_known_and_unknown_addresses(dev_app: Ru
 
     for flow, (known, unknown) in answers.items():
         assert known == unknown, flow
+
+
+# --- sessions and budgets shared with the API -----------------------------------------------
+
+
+async def test_an_expired_access_token_is_refreshed_and_the_cookie_rotated(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    clock = ManualClock()
+    app = await start_app(make_settings(), clock=clock)
+    await signed_up_and_verified(app, "refresh@example.com")
+    await post_form(app.client, "/", {"email": "refresh@example.com", "password": STRONG_PASSWORD})
+    before = app.client.cookies["taxease_session"]
+
+    clock.advance(timedelta(minutes=app.settings.access_token_expire_minutes + 1))
+    account = await app.client.get("/account")
+
+    assert account.status_code == 200
+    assert app.client.cookies["taxease_session"] != before
+    assert (await app.client.get("/account")).status_code == 200
+
+
+async def test_the_pages_spend_the_apis_budgets(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    app = await start_app(make_settings(rate_limit_login_per_ip="2/minute"))
+    for _ in range(2):
+        answer = await app.client.post(
+            "/api/v1/auth/login", json={"email": "budget@example.com", "password": "x" * 12}
+        )
+        assert answer.status_code == 401
+
+    page = await post_form(app.client, "/", {"email": "budget@example.com", "password": "x" * 12})
+
+    assert page.status_code == 429
+    assert "Too many attempts. Try again in" in page.text
+
+
+async def test_a_correct_password_of_an_unverified_address_leads_to_the_code_page(
+    dev_app: RunningApp,
+) -> None:
+    await sign_up(dev_app, "later@example.com")
+    await dev_app.latest_code("later@example.com")
+    other = httpx.AsyncClient(transport=dev_app.client._transport, base_url="http://testserver")
+    async with other:
+        answer = await post_form(
+            other, "/", {"email": "later@example.com", "password": STRONG_PASSWORD}
+        )
+        assert answer.headers["location"] == "/verify?done=unverified"
+        resent = await post_form(other, "/verify", {"action": "resend"})
+        assert resent.headers["location"] == "/verify?done=sent"
+        code = await dev_app.latest_code("later@example.com", count=2)
+        verified = await post_form(other, "/verify", {"code": code})
+
+    assert verified.headers["location"] == "/?done=verified"
+
+
+@pytest.mark.parametrize(
+    ("password", "text"),
+    [
+        ("short", "The password must have at least 12 characters."),
+        ("ada tremblay horse", "must not contain your email address or your name"),
+        ("abcdefghijklmnop", "must not be a repeated or sequential pattern"),
+    ],
+)
+async def test_the_password_policy_answers_in_page_words(
+    dev_app: RunningApp, password: str, text: str
+) -> None:
+    answer = await sign_up(dev_app, "policy@example.com", password=password)
+
+    assert answer.status_code == 422
+    assert text in answer.text
+    assert 'id="password-error"' in answer.text
+
+
+async def test_the_code_page_shows_the_resend_cooldown(
+    start_app: StartApp, make_settings: SettingsFactory
+) -> None:
+    app = await start_app(make_settings(otp_resend_cooldown_seconds=60))
+    await sign_up(app, "cooldown@example.com")
+
+    page = await app.client.get("/verify")
+    resent = await post_form(app.client, "/verify", {"action": "resend"})
+
+    assert re.search(r'data-countdown="(59|60)"', page.text)
+    assert re.search(r"You can ask for a new code in (59|60) seconds\.", page.text)
+    assert resent.status_code == 429
+    assert "Too many attempts. Try again in" in resent.text

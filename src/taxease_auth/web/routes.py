@@ -36,44 +36,22 @@ from taxease_auth.errors import (
     WeakPassword,
 )
 from taxease_auth.locales import SUPPORTED_LOCALES
-from taxease_auth.mail.render import gettext_noop
 from taxease_auth.store.models import Purpose
 from taxease_auth.web.browser import Browser, PageSession
 from taxease_auth.web.forms import clean_code, field_errors, read_form
 from taxease_auth.web.headers import PAGE_PATHS
 from taxease_auth.web.pages import Pages, Text
+from taxease_auth.web.texts import (
+    BAD_CODE,
+    BAD_CREDENTIALS,
+    FIELD_TEXTS,
+    FORM_EXPIRED,
+    NOTICES,
+    RATE_LIMITED,
+    password_refusal,
+)
 
 router = APIRouter(include_in_schema=False)
-
-# --- page texts (English msgids; translated in locales/*/LC_MESSAGES/messages.po) -------------
-FIELD_TEXTS = {
-    "email": gettext_noop("Enter an email address in the form name@example.com."),
-    "password": gettext_noop("Enter your password."),
-    "first_name": gettext_noop(
-        "Enter your first name: letters, spaces, apostrophes, hyphens and periods only."
-    ),
-    "last_name": gettext_noop(
-        "Enter your last name: letters, spaces, apostrophes, hyphens and periods only."
-    ),
-    "accept_terms": gettext_noop("Accept the terms of use to create an account."),
-    "code": gettext_noop("Enter the code from the email: digits only."),
-    "new_password": gettext_noop("Enter a new password."),
-}
-BAD_CREDENTIALS = gettext_noop("The email address or the password is incorrect.")
-BAD_CODE = gettext_noop(
-    "This code is incorrect or has expired. Check the email or ask for a new code."
-)
-WEAK_PASSWORD = gettext_noop("Choose another password: %(reason)s")
-RATE_LIMITED = gettext_noop("Too many attempts. Try again in %(seconds)s seconds.")
-FORM_EXPIRED = gettext_noop("This form has expired. Reload the page and try again.")
-NOTICES = {
-    "verified": gettext_noop("Your email address is verified. You can sign in."),
-    "reset": gettext_noop("Your password has been changed. Sign in with your new password."),
-    "signed_out": gettext_noop("You are signed out."),
-    "sent": gettext_noop("If this address needs a code, a new one has been sent."),
-    "unverified": gettext_noop("Confirm your email address first: enter the code we sent you."),
-    "expired": gettext_noop("Your session has ended. Sign in again."),
-}
 
 _FLOW_PURPOSES = {purpose.value for purpose in Purpose}
 
@@ -131,7 +109,12 @@ async def _request_code(
     (same timing for every address)."""
     await service.admit_code_request(email, purpose, client_ip=client_ip)
     await service.wait_for_issuing_capacity()
-    service.queue_requested_code(email, purpose, client_ip=client_ip, challenge_id=challenge_id)
+    service.queue_requested_code(
+        email,
+        purpose,
+        client_ip=client_ip,
+        challenge_id=challenge_id,
+    )
 
 
 # --- sign in ----------------------------------------------------------------------------------
@@ -234,7 +217,7 @@ async def sign_up(request: Request) -> Response:
             client_ip=client_ip,
         )
     except WeakPassword as error:
-        errors = {"password": Text(WEAK_PASSWORD, {"reason": error.reason})}
+        errors = {"password": password_refusal(error)}
         return pages.render(request, "signup.html", status_code=422, errors=errors, values=values)
     except RateLimited as error:
         errors = _rate_limited(error, "email")
@@ -302,7 +285,11 @@ async def _resend(request: Request, flow: dict[str, Any], back: str, field: str)
     service, client_ip = caller(request)
     try:
         await _request_code(
-            service, flow["email"], Purpose(flow["purpose"]), client_ip, flow.get("challenge_id")
+            service,
+            flow["email"],
+            Purpose(flow["purpose"]),
+            client_ip,
+            challenge_id=flow.get("challenge_id"),
         )
     except RateLimited as error:
         errors = _rate_limited(error, field)
@@ -468,7 +455,7 @@ async def reset(request: Request) -> Response:
             request, flow, status_code=400, errors={"code": Text(BAD_CODE)}, notice=None
         )
     except WeakPassword as error:
-        errors = {"new_password": Text(WEAK_PASSWORD, {"reason": error.reason})}
+        errors = {"new_password": password_refusal(error)}
         return _render_reset(request, flow, status_code=422, errors=errors, notice=None)
     except RateLimited as error:
         return _render_reset(
