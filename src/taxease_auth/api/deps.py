@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,8 +42,23 @@ AuthServiceDep = Annotated[AuthService, Depends(_service)]
 _bearer = HTTPBearer(auto_error=False, description="The access token from /login or /verify-otp.")
 
 
-# One dependency level each (with the bearer scheme under it): every level costs /me CPU in
-# FastAPI's resolution (`make bench`, me).
+# What a route that reads the bearer token itself (``bearer_user``) puts in its OpenAPI
+# operation: the scheme ``_bearer`` registers for the routes that depend on it.
+BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
+
+
+async def bearer_user(request: Request) -> UserRow:
+    """The account of the request's bearer token, or InvalidToken: what CurrentUser gives,
+    without a dependency. /me is the route other backends call on every request they cannot
+    verify offline: FastAPI's resolution of two dependency levels cost more CPU than the
+    check itself (`make bench`, me)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:  # as HTTPBearer reads the header
+        raise InvalidToken("missing")
+    sessions: Sessions = request.app.state.sessions
+    return (await sessions.authenticate(token)).user
+
+
 async def _current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
