@@ -226,6 +226,7 @@ async def test_production_ignores_developer_otp_and_skip_email_verification(
     assert settings.startup_warnings()
     running = await start_app(settings)
     await register(running.client)
+    await running.requested_codes_issued()  # the account is created after the 201
 
     before_verifying = await login(running.client)
     assert before_verifying.status_code == 403, before_verifying.text

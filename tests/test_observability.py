@@ -149,7 +149,7 @@ async def test_console_logs_show_the_request_id(
 
     stderr = capsys.readouterr().err
     assert re.search(
-        r" INFO    \[[0-9a-f]{32}\] taxease_auth\.auth\.service: email_verification code issued "
+        r" INFO    \[[0-9a-f]{32}\] taxease_auth\.auth\.code_mail: email_verification code issued "
         r"for c\*\*\*@example\.com$",
         stderr,
         re.MULTILINE,

@@ -613,8 +613,10 @@ async def test_purge_drops_audit_events_past_their_retention(
     clock = ManualClock(datetime.now(UTC) - timedelta(days=30))
     running = await start_app(make_settings(), clock=clock)
     await register(running.client, "old@example.com")
+    await running.requested_codes_issued()  # its audit event is written after the 201
     clock.advance(datetime.now(UTC) - clock.now())
     await register(running.client, "recent@example.com")
+    await running.requested_codes_issued()
 
     kept = await run_async(["purge"], {**env, "AUDIT_RETENTION_DAYS": "90"})
     dropped = await run_async(["purge"], {**env, "AUDIT_RETENTION_DAYS": "7"})

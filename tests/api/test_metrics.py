@@ -125,7 +125,7 @@ async def test_no_label_holds_an_email_a_code_or_a_raw_path(dev_app: RunningApp)
     # session: each label is a template (or "unmatched"), never a path a client typed.
     routes = {s.labels["route"] for s in after.samples if "route" in s.labels}
     for route in routes - {"unmatched"}:
-        assert re.fullmatch(r"(/[a-z0-9_-]+|/\{[a-z_]+\})+(\.json)?", route), route
+        assert re.fullmatch(r"(/\.?[a-z0-9_-]+|/\{[a-z_]+\})+(\.json)?", route), route
     assert f"{API}/register" in routes
 
 
