@@ -60,10 +60,13 @@ async def verify(
     purpose: str = "email_verification",
     *,
     challenge_id: str | None = None,
+    registration_id: str | None = None,
 ) -> httpx.Response:
     body: dict[str, Any] = {"email": email, "code": code, "purpose": purpose}
     if challenge_id is not None:
         body["challenge_id"] = challenge_id
+    if registration_id is not None:
+        body["registration_id"] = registration_id
     return await client.post(f"{API}/verify-otp", json=body)
 
 
@@ -73,11 +76,14 @@ async def request_otp(
     purpose: str = "email_verification",
     *,
     challenge_id: str | None = None,
+    registration_id: str | None = None,
     route: str = "request-otp",
 ) -> httpx.Response:
     body: dict[str, Any] = {"email": email, "purpose": purpose}
     if challenge_id is not None:
         body["challenge_id"] = challenge_id
+    if registration_id is not None:
+        body["registration_id"] = registration_id
     return await client.post(f"{API}/{route}", json=body)
 
 
@@ -179,8 +185,9 @@ async def verified_user(
     before = len(await outbox_kinds(app, email))  # every queued mail is delivered in order
     response = await register(app.client, email, password, **names)
     assert response.status_code == 201, response.text
+    registration_id = response.json()["registration_id"]
     code = await code_in_mail(app, email, before + 1)
-    response = await verify(app.client, email, code)
+    response = await verify(app.client, email, code, registration_id=registration_id)
     assert response.status_code == 200, response.text
     return password
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import pytest
 
 from tests.api.conftest import (
@@ -27,13 +30,27 @@ from tests.conftest import STRONG_PASSWORD, RunningApp, SettingsFactory, StartAp
 REGISTERED = {"message": "Registration received. Check your email for a verification code."}
 
 
+class _AnyRegistrationId:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and re.fullmatch(r"[A-Za-z0-9_-]{22}", other) is not None
+
+
+ANY_REGISTRATION_ID = _AnyRegistrationId()
+
+
+def _without_id(response: httpx.Response) -> dict[str, object]:
+    body = response.json()
+    assert isinstance(body.pop("registration_id"), str)
+    return dict(body)
+
+
 async def test_registration_answers_201_and_mails_a_verification_code(
     dev_app: RunningApp,
 ) -> None:
     response = await register(dev_app.client, "new@example.com")
 
     assert response.status_code == 201
-    assert response.json() == REGISTERED
+    assert response.json() == {**REGISTERED, "registration_id": ANY_REGISTRATION_ID}
     assert await outbox_kinds(dev_app, "new@example.com") == ["email_verification"]
     [mail] = await wait_for_mail(dev_app, "new@example.com", 1)
     assert mail.kind == "email_verification"
@@ -53,7 +70,9 @@ async def test_registration_answer_is_identical_for_new_unverified_and_verified_
 
     for response in (unverified, verified):
         assert response.status_code == new.status_code == 201
-        assert response.content == new.content
+        # The same body but for the registration id, fresh (and as long) for every one.
+        assert _without_id(response) == _without_id(new)
+        assert len(response.content) == len(new.content)
         assert answer_headers(response) == answer_headers(new)
 
 
@@ -96,10 +115,12 @@ async def test_squatters_password_never_wins_over_the_mailbox_owner(dev_app: Run
     client = dev_app.client
     squatter_password = "intruder's chosen passphrase"
     await register(client, "victim@example.com", squatter_password, first_name="Squatter")
-    await register(client, "victim@example.com", OTHER_PASSWORD, first_name="Victim")
+    mine = await register(client, "victim@example.com", OTHER_PASSWORD, first_name="Victim")
 
     code = await code_in_mail(dev_app, "victim@example.com", 2)  # the latest mail
-    assert (await verify(client, "victim@example.com", code)).status_code == 200
+    registration_id = mine.json()["registration_id"]
+    verified = await verify(client, "victim@example.com", code, registration_id=registration_id)
+    assert verified.status_code == 200
 
     assert (await login(client, "victim@example.com", squatter_password)).status_code == 401
     token = await login_token(client, "victim@example.com", OTHER_PASSWORD)
@@ -124,7 +145,10 @@ async def test_address_case_variants_are_one_account(dev_app: RunningApp) -> Non
     assert [user.email for user in await user_rows(dev_app)] == ["user@example.com"]
     assert {row.recipient for row in await dev_app.outbox()} == {"user@example.com"}
     code = await code_in_mail(dev_app, "user@example.com", 2)
-    assert (await verify(client, "USER@example.com", code)).status_code == 200
+    registration_id = second.json()["registration_id"]
+    assert (
+        await verify(client, "USER@example.com", code, registration_id=registration_id)
+    ).status_code == 200
     assert (await login(client, "uSeR@eXaMpLe.CoM", STRONG_PASSWORD)).status_code == 200
 
 

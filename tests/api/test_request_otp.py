@@ -100,11 +100,14 @@ async def test_resent_verification_code_activates_the_latest_registration(
     squatter_password = "intruder's chosen passphrase"
     owner_password = "the rightful holder's passphrase"
     await register(app.client, "owner@example.com", squatter_password)
-    await register(app.client, "owner@example.com", owner_password)
+    owners = (await register(app.client, "owner@example.com", owner_password)).json()
 
-    await request_otp(app.client, "owner@example.com")
+    await request_otp(app.client, "owner@example.com")  # for the newest registration
     code = await code_in_mail(app, "owner@example.com", 3)
-    assert (await verify(app.client, "owner@example.com", code)).status_code == 200
+    registration_id = owners["registration_id"]
+    assert (
+        await verify(app.client, "owner@example.com", code, registration_id=registration_id)
+    ).status_code == 200
 
     assert (await login(app.client, "owner@example.com", squatter_password)).status_code == 401
     assert (await login(app.client, "owner@example.com", owner_password)).status_code == 200

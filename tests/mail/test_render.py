@@ -151,6 +151,7 @@ SUBJECTS = {
         MailKind.PASSWORD_RESET: "Your TaxEase password reset code",
         MailKind.ACCOUNT_EXISTS: "Someone tried to create a TaxEase account with your email",
         MailKind.PASSWORD_CHANGED: "Your TaxEase password was changed",
+        MailKind.CHOOSE_PASSWORD: "Choose a password for your TaxEase account",
     },
     "fr-CA": {
         MailKind.EMAIL_VERIFICATION: "Votre code de vérification de courriel TaxEase",
@@ -158,6 +159,7 @@ SUBJECTS = {
         MailKind.PASSWORD_RESET: "Votre code de réinitialisation du mot de passe TaxEase",
         MailKind.ACCOUNT_EXISTS: "Quelqu’un a tenté de créer un compte TaxEase avec votre courriel",
         MailKind.PASSWORD_CHANGED: "Le mot de passe de votre compte TaxEase a été modifié",
+        MailKind.CHOOSE_PASSWORD: "Choisissez un mot de passe pour votre compte TaxEase",
     },
 }
 # A phrase of each French mail that only a translation can have produced.
@@ -167,6 +169,7 @@ FRENCH_PHRASES = {
     MailKind.PASSWORD_RESET: "réinitialiser votre mot de passe TaxEase\u00a0:",
     MailKind.ACCOUNT_EXISTS: "vous en avez déjà un",
     MailKind.PASSWORD_CHANGED: "«\u00a0Mot de passe oublié\u00a0?\u00a0»",
+    MailKind.CHOOSE_PASSWORD: "réinitialisez maintenant votre mot de passe",
 }
 # English that must never be left in a French mail.
 ENGLISH = ["Hello", "email", "expires", "If you", "Never share", "staff", "password", "account"]

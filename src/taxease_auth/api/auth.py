@@ -16,13 +16,15 @@ from taxease_auth.api.schemas import (
     PasswordResetConfirm,
     PasswordResetRequest,
     RegisterRequest,
+    RegisterResponse,
     RequestOtpRequest,
     TokenResponse,
     UserResponse,
     VerifyOtpRequest,
     VerifyResponse,
 )
-from taxease_auth.auth.service import AuthService, CodeSubmission, LoginChallenge, Registration
+from taxease_auth.auth.registration import Registration
+from taxease_auth.auth.service import AuthService, CodeSubmission, LoginChallenge
 from taxease_auth.store.models import Purpose
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -50,14 +52,15 @@ _INVALID_CODE: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    response_model=MessageResponse,
+    response_model=RegisterResponse,
     responses=_RATE_LIMITED,
 )
-async def register(body: RegisterRequest, request: Request) -> MessageResponse:
+async def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     """Create an account and mail a verification code. The answer is the same for a new and an
-    already-registered address (the owner of a verified address gets a notice instead)."""
+    already-registered address (the owner of a verified address gets a notice instead), with
+    a fresh `registration_id` to send with the code."""
     service, client_ip = caller(request)
-    await service.register(
+    registration_id = await service.register(
         Registration(
             email=body.email,
             password=body.password,
@@ -66,7 +69,7 @@ async def register(body: RegisterRequest, request: Request) -> MessageResponse:
         ),
         client_ip=client_ip,
     )
-    return MessageResponse(message=REGISTERED)
+    return RegisterResponse(message=REGISTERED, registration_id=registration_id)
 
 
 @router.post(
@@ -86,6 +89,7 @@ async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse
             client_ip,
             body.challenge_id,
             user_agent=request.headers.get("user-agent"),
+            registration_id=body.registration_id,
         )
     )
     if token is None:
@@ -105,12 +109,19 @@ async def _accept_code_request(
     purpose: Purpose,
     client_ip: str,
     challenge_id: str | None = None,
+    registration_id: str | None = None,
 ) -> None:
     """Spend the issuing budgets, wait for issuing capacity, and queue the code to be issued
     after the answer is sent: its timing cannot tell a known address from an unknown."""
     await service.admit_code_request(email, purpose, client_ip=client_ip)
     await service.wait_for_issuing_capacity()
-    service.queue_requested_code(email, purpose, client_ip=client_ip, challenge_id=challenge_id)
+    service.queue_requested_code(
+        email,
+        purpose,
+        client_ip=client_ip,
+        challenge_id=challenge_id,
+        registration_id=registration_id,
+    )
 
 
 @router.post(
@@ -123,7 +134,9 @@ async def request_otp(body: RequestOtpRequest, request: Request) -> MessageRespo
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
     service, client_ip = caller(request)
-    await _accept_code_request(service, body.email, body.purpose, client_ip, body.challenge_id)
+    await _accept_code_request(
+        service, body.email, body.purpose, client_ip, body.challenge_id, body.registration_id
+    )
     return MessageResponse(message=CODE_REQUESTED)
 
 

@@ -20,7 +20,12 @@ from pydantic import (
 
 from taxease_auth.auth.emails import canonical_email
 from taxease_auth.auth.names import clean_name
-from taxease_auth.store.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, Purpose
+from taxease_auth.store.models import (
+    EMAIL_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    REGISTRATION_ID_MAX_LENGTH,
+    Purpose,
+)
 
 # Generous bound on raw input; the policy's own maximum (PASSWORD_MAX_LENGTH) is checked later
 # with a clearer message.
@@ -57,6 +62,18 @@ ChallengeId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=CHALLENGE_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$"),
 ]
+# What /register answered (base64url); capped and checked like a challenge id.
+RegistrationId = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=REGISTRATION_ID_MAX_LENGTH, pattern=r"^[A-Za-z0-9_-]+$"
+    ),
+    Field(examples=["n3Xq8bW1s0mZk2yVt4Lr9A"]),
+]
+_REGISTRATION_ID_FOR = (
+    "For purpose `email_verification` (ignored for the others): the `registration_id` "
+    "/register answered. "
+)
 
 
 class _Body(BaseModel):
@@ -99,6 +116,11 @@ class VerifyOtpRequest(_Body):
     challenge_id: ChallengeId | None = Field(
         default=None, description="Required for purpose `login`: the id /login returned."
     )
+    registration_id: RegistrationId | None = Field(
+        default=None,
+        description=_REGISTRATION_ID_FOR
+        + "With it, only that registration's code matches and only its password is set.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -114,6 +136,11 @@ class RequestOtpRequest(_Body):
     purpose: Purpose = Field(examples=["email_verification"])
     challenge_id: ChallengeId | None = Field(
         default=None, description="For purpose `login`: re-send for this live challenge only."
+    )
+    registration_id: RegistrationId | None = Field(
+        default=None,
+        description=_REGISTRATION_ID_FOR
+        + "Re-sends that registration's code (without it: the newest registration's).",
     )
 
 
@@ -134,6 +161,17 @@ class PasswordResetConfirm(_Body):
 
 class MessageResponse(BaseModel):
     message: str = Field(examples=["OTP verified successfully"])
+
+
+class RegisterResponse(BaseModel):
+    message: str = Field(
+        examples=["Registration received. Check your email for a verification code."]
+    )
+    registration_id: str = Field(
+        description="Send it with the code to /verify-otp: only this registration's code and "
+        "password then count. A fresh one for every registration, whatever the address.",
+        examples=["n3Xq8bW1s0mZk2yVt4Lr9A"],
+    )
 
 
 class TokenResponse(BaseModel):

@@ -46,6 +46,7 @@ class CodeMail:
         now: datetime,
         pending: tuple[str, str, str] | None = None,
         challenge_id: str | None = None,
+        registration_id: str | None = None,
     ) -> NewCode:
         """A fresh code: its keyed hash to store, and the mail that carries it.
 
@@ -71,6 +72,7 @@ class CodeMail:
             ip=client_ip,
             pending=pending,
             challenge_id=challenge_id,
+            registration_id=registration_id,
         )
 
     async def issue(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:

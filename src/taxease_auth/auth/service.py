@@ -31,6 +31,7 @@ from taxease_auth.auth.registration import (
     AcceptedRegistration,
     Registrar,
     Registration,
+    new_registration_id,
 )
 from taxease_auth.auth.sessions import EndReason, Sessions, SessionTokens
 from taxease_auth.clock import Clock
@@ -70,6 +71,8 @@ class CodeSubmission:
     client_ip: str
     challenge_id: str | None = None
     user_agent: str | None = None  # a login code starts a session: shown in its list
+    # email_verification only (ignored for the other purposes): that registration's code.
+    registration_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class _CodeRequest:
     client_ip: str
     challenge_id: str | None
     request_id: str | None
+    registration_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +150,9 @@ class AuthService:
 
     # --- registration ------------------------------------------------------------------------
 
-    async def register(self, registration: Registration, *, client_ip: str) -> None:
-        """Accept a registration; the caller answers the same 201 whatever the address's state.
+    async def register(self, registration: Registration, *, client_ip: str) -> str:
+        """Accept a registration and return its id; the caller answers the same 201 (with a
+        fresh id) whatever the address's state.
 
         Before the answer, the same work for every address: the password policy, the budgets
         and the hash. What depends on the address (a new account, a new code, or a notice to
@@ -171,15 +176,17 @@ class AuthService:
             first_name=registration.first_name,
             last_name=registration.last_name,
             client_ip=client_ip,
+            registration_id=new_registration_id(),
         )
         if self._settings.skips_email_verification or self._settings.active_developer_otp:
             # Development mode's bypasses only (both are off in production): a script may
             # log in, or type DEVELOPER_OTP, the instant it registered; on a laptop the
             # timing tells nothing worth hiding.
             await self._registrar.apply(accepted)
-            return
+            return accepted.registration_id
         await self._registrations.wait_for_room()
         self._registrations.submit(lambda: self._registrar.apply(accepted))
+        return accepted.registration_id
 
     # --- codes -------------------------------------------------------------------------------
 
@@ -217,7 +224,13 @@ class AuthService:
                 raise
 
     def queue_requested_code(
-        self, email: str, purpose: Purpose, *, client_ip: str, challenge_id: str | None = None
+        self,
+        email: str,
+        purpose: Purpose,
+        *,
+        client_ip: str,
+        challenge_id: str | None = None,
+        registration_id: str | None = None,
     ) -> None:
         """Send a code where one is due, after the answer; otherwise do nothing.
 
@@ -225,10 +238,14 @@ class AuthService:
         Requests queued meanwhile are issued together, up to ISSUE_BATCH in one transaction
         (each issue writes three rows; their commit is most of its cost). A login code is only
         re-sent for a live challenge (opened by a correct password): no one gets tokens from an
-        email address alone.
+        email address alone. A verification code is re-sent for ``registration_id``'s
+        registration, or without one for the address's newest registration, and retires only
+        that registration's earlier code.
         """
+        if purpose is not Purpose.EMAIL_VERIFICATION:
+            registration_id = None
         self._issue_queue.append(
-            _CodeRequest(email, purpose, client_ip, challenge_id, REQUEST_ID.get())
+            _CodeRequest(email, purpose, client_ip, challenge_id, REQUEST_ID.get(), registration_id)
         )
         if self._issuer is None or self._issuer.done():
             # A context of its own: the task outlives the request that happened to start it.
@@ -286,7 +303,9 @@ class AuthService:
         each new code retires the previous one, whose mail would carry a dead code.
         """
         now = self._clock.now()
-        newest = {(request.email, request.purpose): request for request in batch}
+        newest = {
+            (request.email, request.purpose, request.registration_id): request for request in batch
+        }
         requests = list(newest.values())
         accounts = await users.get_many_by_email(tx, [request.email for request in requests])
         issued: list[tuple[_CodeRequest, NewCode]] = []
@@ -295,6 +314,9 @@ class AuthService:
             code = await self._requested_code(tx, request, accounts.get(request.email), now)
             if code is not None:
                 issued.append((request, code))
+        # With and without a registration id, two requests can name one registration: its
+        # newest request is issued.
+        issued = list({code.key: (request, code) for request, code in issued}.values())
         await issuing.issue(tx, [code for _, code in issued], now=now)
         return issued
 
@@ -315,10 +337,22 @@ class AuthService:
             logger.info("code requested for unknown %s: nothing sent", mask_email(email))
             return None
         pending = None
+        registration_id = None
         if purpose is Purpose.EMAIL_VERIFICATION:
             if user.email_verified:
                 return None
-            pending = (user.password_hash, user.first_name, user.last_name)
+            registration = await otps.pending_registration(
+                tx, email=email, registration_id=request.registration_id
+            )
+            if registration is None:
+                if request.registration_id is not None or user.password_hash is None:
+                    return None
+                # Registered before codes carried their registration: the row's mirror.
+                registration = otps.PendingRegistration(
+                    None, user.password_hash, user.first_name, user.last_name
+                )
+            registration_id = registration.registration_id
+            pending = (registration.password_hash, registration.first_name, registration.last_name)
         elif purpose is Purpose.LOGIN and (
             challenge_id is None
             or not await otps.challenge_is_live(
@@ -329,7 +363,7 @@ class AuthService:
             )
         ):
             return None
-        return self._new_code(
+        return self._code_mail.new_code(
             email=email,
             purpose=purpose,
             first_name=_greeted_name(user),
@@ -337,6 +371,7 @@ class AuthService:
             now=now,
             pending=pending,
             challenge_id=challenge_id if purpose is Purpose.LOGIN else None,
+            registration_id=registration_id,
         )
 
     async def verify_code(self, submitted: CodeSubmission) -> SessionTokens | None:
@@ -360,11 +395,15 @@ class AuthService:
             if isinstance(outcome, InvalidCode):
                 pass  # commit the counted attempt, then raise below
             elif purpose is Purpose.EMAIL_VERIFICATION:
-                await self._activate_registration(tx, outcome)
+                await self._registrar.activate(
+                    tx, outcome, bound=submitted.registration_id is not None
+                )
             elif purpose is Purpose.LOGIN:
                 token = await self._login_with_code(tx, submitted)
         if isinstance(outcome, InvalidCode):
             raise await self._failed(submitted, outcome)
+        if purpose is Purpose.EMAIL_VERIFICATION:
+            self._mail_queued()  # a verification without a password mails a notice
         return token
 
     async def confirm_password_reset(
@@ -427,9 +466,12 @@ class AuthService:
         await self._limits.ensure_left(self._limits.login_failures_per_email, key)
         async with self._db.transaction() as tx:
             user = await users.get_by_email(tx, email)
-        if user is None:
+        if user is None or user.password_hash is None:
+            # The same hashing work as a wrong password: an address verified without a
+            # password (two registrations raced for it) cannot be told from an unknown one.
             await self._hasher.verify_unknown_user(password)
-            raise await self._login_failed(email, client_ip, "unknown_email")
+            reason = "unknown_email" if user is None else "no_password"
+            raise await self._login_failed(email, client_ip, reason)
         matches, new_hash = await self._hasher.verify(password, user.password_hash)
         if not matches:
             raise await self._login_failed(email, client_ip, "wrong_password")
@@ -578,6 +620,11 @@ class AuthService:
             email=submitted.email,
             purpose=submitted.purpose,
             challenge_id=submitted.challenge_id,
+            registration_id=(
+                submitted.registration_id
+                if submitted.purpose is Purpose.EMAIL_VERIFICATION
+                else None
+            ),
         )
         now = self._clock.now()
         if candidate is None:
@@ -600,23 +647,6 @@ class AuthService:
         if consume and not await otps.consume(tx, candidate.id, now=now, max_attempts=max_attempts):
             return InvalidCode("already used")
         return candidate
-
-    async def _activate_registration(self, tx: Transaction, code: CodeRow) -> None:
-        user = await users.get_by_email(tx, code.email)
-        if user is None or code.pending_password_hash is None:
-            raise InvalidCode("registration vanished")
-        if user.email_verified:
-            # Defence in depth: a registration code never changes a verified account's password.
-            raise InvalidCode("already verified")
-        await users.activate_registration(
-            tx,
-            user.id,
-            password_hash=code.pending_password_hash,
-            first_name=code.pending_first_name or user.first_name,
-            last_name=code.pending_last_name or user.last_name,
-            now=self._clock.now(),
-        )
-        logger.info("email verified for %s", mask_email(code.email))
 
     async def _login_with_code(self, tx: Transaction, submitted: CodeSubmission) -> SessionTokens:
         user = await users.get_by_email(tx, submitted.email)

@@ -47,6 +47,7 @@ _SUBJECTS: dict[MailKind, str] = {
         "Someone tried to create a %(app_name)s account with your email"
     ),
     MailKind.PASSWORD_CHANGED: gettext_noop("Your %(app_name)s password was changed"),
+    MailKind.CHOOSE_PASSWORD: gettext_noop("Choose a password for your %(app_name)s account"),
 }
 
 

@@ -33,25 +33,36 @@ class NewCode:
     ip: str | None
     pending: tuple[str, str, str] | None = None  # a registration's password hash and names
     challenge_id: str | None = None
+    # A registration's code retires only its own registration's earlier code (DESIGN.md §11).
+    registration_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        """What a new code replaces: the live code of the same (email, purpose[,
+        registration])."""
+        return self.email, self.purpose, self.registration_id
 
 
 _RETIRE = Statement("""
     UPDATE otps SET retired_at = :now
-    FROM unnest(:emails::text[], :purposes::text[]) AS issued(email, purpose)
+    FROM unnest(:emails::text[], :purposes::text[], :registration_ids::text[])
+         AS issued(email, purpose, registration_id)
     WHERE otps.email = issued.email AND otps.purpose = issued.purpose
+      AND (issued.registration_id IS NULL OR otps.registration_id = issued.registration_id)
       AND otps.used = FALSE AND otps.retired_at IS NULL
 """)
 _INSERT_CODES = Statement("""
     INSERT INTO otps (email, purpose, code_hash, expires_at, used, attempts, created_at,
-                      pending_password_hash, pending_first_name, pending_last_name, challenge_id)
+                      pending_password_hash, pending_first_name, pending_last_name, challenge_id,
+                      registration_id)
     SELECT email, purpose, code_hash, expires_at, FALSE, 0, :now,
-           password_hash, first_name, last_name, challenge_id
+           password_hash, first_name, last_name, challenge_id, registration_id
     FROM unnest(:emails::text[], :purposes::text[], :code_hashes::text[],
                 :expires::timestamptz[], :password_hashes::text[], :first_names::text[],
-                :last_names::text[], :challenge_ids::text[])
+                :last_names::text[], :challenge_ids::text[], :registration_ids::text[])
          AS code(email, purpose, code_hash, expires_at, password_hash, first_name, last_name,
-                 challenge_id)
-    RETURNING id, email, purpose
+                 challenge_id, registration_id)
+    RETURNING id, email, purpose, registration_id
 """)
 _INSERT_MAILS = Statement("""
     INSERT INTO email_outbox (recipient, kind, otp_id, subject, html_body, text_body, status,
@@ -74,17 +85,23 @@ _INSERT_EVENTS = Statement("""
 
 
 async def issue(tx: Transaction, codes: Sequence[NewCode], *, now: datetime) -> None:
-    """Issue ``codes``; each (email, purpose) at most once (a second would retire the first
+    """Issue ``codes``; each ``NewCode.key`` at most once (a second would retire the first
     before its mail left: the caller keeps the newest request)."""
-    if len({(code.email, code.purpose) for code in codes}) != len(codes):
-        raise ValueError("two codes for one (email, purpose) in a batch")
+    if len({code.key for code in codes}) != len(codes):
+        raise ValueError("two codes for one (email, purpose, registration) in a batch")
     if not codes:
         return
     if tx.dialect == "postgresql":
         await _issue_together(tx, codes, now=now)
         return
     for code in codes:
-        await otps.retire_live(tx, email=code.email, purpose=code.purpose, now=now)
+        await otps.retire_live(
+            tx,
+            email=code.email,
+            purpose=code.purpose,
+            now=now,
+            registration_id=code.registration_id,
+        )
         otp_id = await otps.add(
             tx,
             email=code.email,
@@ -94,6 +111,7 @@ async def issue(tx: Transaction, codes: Sequence[NewCode], *, now: datetime) -> 
             now=now,
             pending=code.pending,
             challenge_id=code.challenge_id,
+            registration_id=code.registration_id,
         )
         await outbox.enqueue(
             tx,
@@ -118,7 +136,10 @@ async def issue(tx: Transaction, codes: Sequence[NewCode], *, now: datetime) -> 
 async def _issue_together(tx: Transaction, codes: Sequence[NewCode], *, now: datetime) -> None:
     emails = [code.email for code in codes]
     purposes = [code.purpose for code in codes]
-    await tx.run(_RETIRE, now=now, emails=emails, purposes=purposes)
+    registration_ids = [code.registration_id for code in codes]
+    await tx.run(
+        _RETIRE, now=now, emails=emails, purposes=purposes, registration_ids=registration_ids
+    )
     pending = [code.pending or (None, None, None) for code in codes]
     rows = await tx.all(
         _INSERT_CODES,
@@ -131,15 +152,16 @@ async def _issue_together(tx: Transaction, codes: Sequence[NewCode], *, now: dat
         first_names=[first_name for _, first_name, _ in pending],
         last_names=[last_name for _, _, last_name in pending],
         challenge_ids=[code.challenge_id for code in codes],
+        registration_ids=registration_ids,
     )
-    # RETURNING's order is not promised: the ids are matched by (email, purpose), unique here.
-    otp_ids = {(email, purpose): otp_id for otp_id, email, purpose in rows}
+    # RETURNING's order is not promised: the ids are matched by key, unique here.
+    otp_ids = {(email, purpose, reg): otp_id for otp_id, email, purpose, reg in rows}
     await tx.run(
         _INSERT_MAILS,
         now=now,
         recipients=emails,
         kinds=purposes,
-        otp_ids=[otp_ids[code.email, code.purpose] for code in codes],
+        otp_ids=[otp_ids[code.key] for code in codes],
         subjects=[code.mail.subject for code in codes],
         html_bodies=[code.mail.html for code in codes],
         text_bodies=[code.mail.text for code in codes],

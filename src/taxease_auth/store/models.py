@@ -33,6 +33,7 @@ NAMING_CONVENTION = {
 
 EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 100
+REGISTRATION_ID_MAX_LENGTH = 32  # 16 bytes in base64url are 22 characters
 IP_MAX_LENGTH = 45  # the longest textual IPv6 address, "ffff:...:255.255.255.255"
 
 
@@ -79,6 +80,7 @@ class MailKind(StrEnum):
     PASSWORD_RESET = "password_reset"
     ACCOUNT_EXISTS = "account_exists"
     PASSWORD_CHANGED = "password_changed"
+    CHOOSE_PASSWORD = "choose_password"
 
 
 class OutboxStatus(StrEnum):
@@ -112,7 +114,9 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # NULL: verified without a password (two registrations raced for the address, DESIGN.md
+    # §11); login then fails like a wrong password until the owner sets one by reset.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     first_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
     last_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -146,6 +150,9 @@ class Otp(Base):
     pending_last_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
     # A login code belongs to the challenge that the correct password opened.
     challenge_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # A registration's code belongs to the registration that /register answered with this id
+    # (16 random bytes, base64url); found through the (email, purpose, created_at) index.
+    registration_id: Mapped[str | None] = mapped_column(String(REGISTRATION_ID_MAX_LENGTH))
 
 
 class EmailOutbox(Base):

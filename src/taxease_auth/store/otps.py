@@ -20,11 +20,28 @@ class CodeRow:
     pending_password_hash: str | None
     pending_first_name: str | None
     pending_last_name: str | None
+    registration_id: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRegistration:
+    """A registration that may still complete: its id and what its code would activate."""
+
+    registration_id: str | None
+    password_hash: str
+    first_name: str
+    last_name: str
 
 
 _RETIRE = Statement("""
     UPDATE otps SET retired_at = :now
     WHERE email = :email AND purpose = :purpose AND used = FALSE AND retired_at IS NULL
+""")
+_RETIRE_REGISTRATION = Statement("""
+    UPDATE otps SET retired_at = :now
+    WHERE email = :email AND purpose = :purpose AND registration_id = :registration_id
+      AND used = FALSE AND retired_at IS NULL
 """)
 _RETIRE_ALL = Statement("""
     UPDATE otps SET retired_at = :now
@@ -32,18 +49,25 @@ _RETIRE_ALL = Statement("""
 """)
 _INSERT = Statement("""
     INSERT INTO otps (email, purpose, code_hash, expires_at, used, attempts, created_at,
-                      pending_password_hash, pending_first_name, pending_last_name, challenge_id)
+                      pending_password_hash, pending_first_name, pending_last_name, challenge_id,
+                      registration_id)
     VALUES (:email, :purpose, :code_hash, :expires_at, FALSE, 0, :now,
-            :pending_password_hash, :pending_first_name, :pending_last_name, :challenge_id)
+            :pending_password_hash, :pending_first_name, :pending_last_name, :challenge_id,
+            :registration_id)
     RETURNING id
 """)
 _CANDIDATE_COLUMNS = """
     SELECT id, email, code_hash, expires_at, attempts,
-           pending_password_hash, pending_first_name, pending_last_name
+           pending_password_hash, pending_first_name, pending_last_name, registration_id,
+           created_at
     FROM otps
     WHERE email = :email AND purpose = :purpose AND used = FALSE AND retired_at IS NULL
 """
 _NEWEST = Statement(_CANDIDATE_COLUMNS + " ORDER BY created_at DESC, id DESC LIMIT 1")
+_NEWEST_OF_REGISTRATION = Statement(
+    _CANDIDATE_COLUMNS
+    + " AND registration_id = :registration_id ORDER BY created_at DESC, id DESC LIMIT 1"
+)
 _NEWEST_OF_CHALLENGE = Statement(
     _CANDIDATE_COLUMNS
     + " AND challenge_id = :challenge_id ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -60,6 +84,15 @@ _CONSUME = Statement("""
     WHERE id = :id AND used = FALSE AND retired_at IS NULL AND expires_at > :now
           AND attempts < :max_attempts
 """)
+# Every code row of an address's registrations (used or not, retired or not), newest first:
+# what a resend and a verification without registration id decide from.
+_REGISTRATIONS = Statement("""
+    SELECT registration_id, used, created_at,
+           pending_password_hash, pending_first_name, pending_last_name
+    FROM otps
+    WHERE email = :email AND purpose = 'email_verification'
+    ORDER BY created_at DESC, id DESC
+""")
 _CHALLENGE = Statement("""
     SELECT used, created_at, retired_at FROM otps
     WHERE email = :email AND purpose = 'login' AND challenge_id = :challenge_id
@@ -67,13 +100,31 @@ _CHALLENGE = Statement("""
 """)
 
 
-async def retire_live(tx: Transaction, *, email: str, purpose: str | None, now: datetime) -> None:
-    """Retire every unused code for (email, purpose), or for every purpose when None.
+async def retire_live(
+    tx: Transaction,
+    *,
+    email: str,
+    purpose: str | None,
+    now: datetime,
+    registration_id: str | None = None,
+) -> None:
+    """Retire every unused code for (email, purpose), or for every purpose when None; with a
+    ``registration_id``, only that registration's codes.
 
-    A new code replaces the earlier ones; a password reset or a completed verification ends
-    them all, so a squatter's pending registration code cannot undo it.
+    A new code replaces the earlier ones (a registration's, only its own registration's); a
+    password reset or a completed verification ends them all, so a squatter's pending
+    registration code cannot undo it.
     """
-    if purpose is None:
+    if registration_id is not None:
+        assert purpose is not None
+        await tx.run(
+            _RETIRE_REGISTRATION,
+            now=now,
+            email=email,
+            purpose=purpose,
+            registration_id=registration_id,
+        )
+    elif purpose is None:
         await tx.run(_RETIRE_ALL, now=now, email=email)
     else:
         await tx.run(_RETIRE, now=now, email=email, purpose=purpose)
@@ -89,6 +140,7 @@ async def add(
     now: datetime,
     pending: tuple[str, str, str] | None = None,
     challenge_id: str | None = None,
+    registration_id: str | None = None,
 ) -> int:
     """Store a new code's hash; its id."""
     pending_hash, pending_first, pending_last = pending or (None, None, None)
@@ -103,20 +155,30 @@ async def add(
         pending_first_name=pending_first,
         pending_last_name=pending_last,
         challenge_id=challenge_id,
+        registration_id=registration_id,
     )
     assert row is not None
     return int(row[0])
 
 
 async def newest_candidate(
-    tx: Transaction, *, email: str, purpose: str, challenge_id: str | None
+    tx: Transaction,
+    *,
+    email: str,
+    purpose: str,
+    challenge_id: str | None,
+    registration_id: str | None = None,
 ) -> CodeRow | None:
-    """The newest unused, unretired code for (email, purpose[, challenge]).
+    """The newest unused, unretired code for (email, purpose[, challenge or registration]).
 
     Expiry and the attempt cap are checked by the caller (so it can tell them apart in logs)
     and again inside the conditional updates below.
     """
-    if challenge_id is None:
+    if registration_id is not None:
+        row = await tx.one(
+            _NEWEST_OF_REGISTRATION, email=email, purpose=purpose, registration_id=registration_id
+        )
+    elif challenge_id is None:
         row = await tx.one(_NEWEST, email=email, purpose=purpose)
     else:
         row = await tx.one(
@@ -133,7 +195,53 @@ async def newest_candidate(
         pending_password_hash=row[5],
         pending_first_name=row[6],
         pending_last_name=row[7],
+        registration_id=row[8],
+        created_at=utc_required(row[9]),
     )
+
+
+async def pending_registration(
+    tx: Transaction, *, email: str, registration_id: str | None
+) -> PendingRegistration | None:
+    """The registration a resend re-issues a code for: ``registration_id``'s, or without one
+    the newest registration of the address; None when it does not exist or its code was
+    used (it completed)."""
+    rows = await tx.all(_REGISTRATIONS, email=email)
+    if registration_id is not None:
+        rows = [row for row in rows if row[0] == registration_id]
+    if not rows:
+        return None
+    newest = rows[0]
+    if newest[3] is None or any(row[1] for row in rows if row[0] == newest[0]):
+        return None
+    return PendingRegistration(newest[0], newest[3], newest[4], newest[5])
+
+
+async def other_registration_since(
+    tx: Transaction, *, email: str, registration_id: str | None, since: datetime
+) -> bool:
+    """Whether a registration of ``email`` other than ``registration_id`` issued a code after
+    ``since`` (a registration or a resend: both are a claim on the address)."""
+    for other_id, _, created_at, *_ in await tx.all(_REGISTRATIONS, email=email):
+        if utc_required(created_at) <= since:
+            break  # newest first: the rest are older
+        if other_id != registration_id:  # a row from before binding counts as another
+            return True
+    return False
+
+
+async def registration_started(
+    tx: Transaction, *, email: str, registration_id: str | None
+) -> datetime | None:
+    """When ``registration_id``'s first code was issued."""
+    if registration_id is None:
+        return None
+    times = [
+        utc_required(created_at)
+        for other_id, _, created_at, *_ in await tx.all(_REGISTRATIONS, email=email)
+        if other_id == registration_id
+    ]
+    return min(times) if times else None
 
 
 async def count_wrong_attempt(tx: Transaction, otp_id: int, *, max_attempts: int) -> None:

@@ -13,7 +13,7 @@ from taxease_auth.store.sql import Row, Statement, Transaction, utc, utc_require
 class UserRow:
     id: int
     email: str
-    password_hash: str
+    password_hash: str | None  # None: verified without a password (DESIGN.md §11)
     first_name: str
     last_name: str
     email_verified: bool
@@ -139,12 +139,13 @@ async def activate_registration(
     tx: Transaction,
     user_id: int,
     *,
-    password_hash: str,
+    password_hash: str | None,
     first_name: str,
     last_name: str,
     now: datetime,
 ) -> None:
-    """Mark the address verified with exactly the password and names its code was issued for."""
+    """Mark the address verified with exactly the password and names its code was issued for,
+    or with no password at all (``None``: two registrations raced for the address)."""
     await tx.run(
         _ACTIVATE,
         id=user_id,
