@@ -63,6 +63,7 @@ async def test_unverified_account_gets_403_only_after_a_correct_password(
     dev_app: RunningApp,
 ) -> None:
     await register(dev_app.client, "pending@example.com")
+    await dev_app.requested_codes_issued()  # the account is created after the 201
 
     wrong = await login(dev_app.client, "pending@example.com", "not the right password")
     right = await login(dev_app.client, "pending@example.com", STRONG_PASSWORD)
