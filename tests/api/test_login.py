@@ -39,6 +39,7 @@ async def test_correct_password_returns_a_bearer_token(dev_app: RunningApp) -> N
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == dev_app.settings.access_token_expire_minutes * 60
+    assert response.headers["cache-control"] == "no-store"  # tokens: no cache keeps them
     assert (await me(dev_app.client, body["access_token"])).status_code == 200
     # A password login: amr ["pwd"]; the token names its session.
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
@@ -164,6 +165,7 @@ async def test_login_code_with_its_challenge_returns_a_usable_token(
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == app.settings.access_token_expire_minutes * 60
     assert len(body["refresh_token"]) == 43
+    assert response.headers["cache-control"] == "no-store"
     # A login code on top of the password: amr ["pwd", "otp"].
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["amr"] == ["pwd", "otp"]

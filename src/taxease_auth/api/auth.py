@@ -36,6 +36,9 @@ RESET_REQUESTED = "If an account exists for this address, a password reset code 
 VERIFIED = "OTP verified successfully"
 PASSWORD_RESET_DONE = "Password has been reset. Log in with your new password."
 
+# An answer that carries tokens: no cache may keep it (RFC 6749 §5.1).
+TOKENS_NOT_STORED = "no-store"
+
 _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: {
         "model": ErrorResponse,
@@ -78,7 +81,9 @@ async def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     response_model_exclude_none=True,
     responses=_INVALID_CODE,
 )
-async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse:
+async def verify_otp(
+    body: VerifyOtpRequest, request: Request, response: Response
+) -> VerifyResponse:
     """Check a mailed code. For purpose `login` the answer carries the access token."""
     service, client_ip = caller(request)
     token = await service.verify_code(
@@ -94,6 +99,7 @@ async def verify_otp(body: VerifyOtpRequest, request: Request) -> VerifyResponse
     )
     if token is None:
         return VerifyResponse(message=VERIFIED)
+    response.headers["Cache-Control"] = TOKENS_NOT_STORED
     return VerifyResponse(
         message=VERIFIED,
         access_token=token.access_token,
@@ -162,7 +168,9 @@ router.add_api_route(
         **_RATE_LIMITED,
     },
 )
-async def login(body: LoginRequest, request: Request) -> TokenResponse | JSONResponse:
+async def login(
+    body: LoginRequest, request: Request, response: Response
+) -> TokenResponse | JSONResponse:
     """Log in with email and password. When LOGIN_OTP_REQUIRED is on, answer 202 with a
     challenge and mail a `login` code; /verify-otp with that challenge returns the token."""
     service, client_ip = caller(request)
@@ -177,6 +185,7 @@ async def login(body: LoginRequest, request: Request) -> TokenResponse | JSONRes
             challenge_id=result.challenge_id, expires_in=result.expires_in
         )
         return JSONResponse(challenge.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    response.headers["Cache-Control"] = TOKENS_NOT_STORED
     return TokenResponse(
         access_token=result.access_token,
         expires_in=result.expires_in,
