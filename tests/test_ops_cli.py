@@ -13,17 +13,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner, Result
 
 from taxease_auth.cli import app as cli
 from taxease_auth.clock import ManualClock
-from taxease_auth.store.models import EmailOutbox
-from tests.api.conftest import register, verify
+from taxease_auth.store.db import make_sessionmaker
+from taxease_auth.store.models import EmailOutbox, Session
+from tests.api.conftest import login_token, me, register, request_otp, verified_user, verify
 from tests.conftest import (
     REGION,
     SENDER,
+    STRONG_PASSWORD,
     TEST_SECRET_KEY,
     RunningApp,
     SesInbox,
@@ -241,7 +244,8 @@ async def test_retry_refuses_a_code_replaced_by_a_newer_one(
     env: dict[str, str],
 ) -> None:
     running = await app_refused_by_smtp(start_app, make_settings, smtp_server, "550 No user")
-    await register(running.client, EMAIL)  # a second registration: a new code, the first retired
+    # A resend: a new code for the registration, its first code retired.
+    assert (await request_otp(running.client, EMAIL)).status_code == 202
     first, second = await running.settled_outbox()
 
     result = await run_async(["outbox", "retry", str(first.id)], env)
@@ -625,3 +629,34 @@ async def test_purge_drops_audit_events_past_their_retention(
     assert "deleted 1 audit event(s) older than 7 day(s)" in dropped.stdout
     remaining = await run_async(["audit"], env)
     assert len(remaining.stdout.splitlines()) == 1 + 1
+
+
+async def _session_ids(running: RunningApp) -> set[str]:
+    async with make_sessionmaker(running.app.state.engine)() as session:
+        return set((await session.scalars(select(Session.id))).all())
+
+
+async def test_purge_drops_dead_sessions_and_keeps_live_ones(
+    start_app: StartApp, make_settings: SettingsFactory, env: dict[str, str]
+) -> None:
+    clock = ManualClock(datetime.now(UTC) - timedelta(days=30))
+    running = await start_app(make_settings(), clock=clock)
+    await verified_user(running, "sessions@example.com")
+    await login_token(running.client, "sessions@example.com", STRONG_PASSWORD)  # then idle
+    ended = await login_token(running.client, "sessions@example.com", STRONG_PASSWORD)
+    logout = await running.client.post(
+        "/api/v1/auth/logout", headers={"Authorization": f"Bearer {ended}"}
+    )
+    assert logout.status_code == 204, logout.text
+    clock.advance(datetime.now(UTC) - clock.now())
+    live = await login_token(running.client, "sessions@example.com", STRONG_PASSWORD)
+    assert len(await _session_ids(running)) == 3
+
+    dry = await run_async(["purge", "--dry-run"], env)
+    assert "would delete 2 session(s) ended, expired or idle" in dry.stdout
+    done = await run_async(["purge"], env)
+
+    assert "deleted 2 session(s) ended, expired or idle" in done.stdout
+    [kept] = await _session_ids(running)
+    assert jwt.decode(live, options={"verify_signature": False})["sid"] == kept
+    assert (await me(running.client, live)).status_code == 200

@@ -222,6 +222,7 @@ async def purge(
                 codes_older_than=codes_older_than,
                 outbox_older_than=outbox_older_than,
                 audit_older_than=timedelta(days=settings.audit_retention_days),
+                session_idle=timedelta(days=settings.session_idle_days),
             )
             if dry_run:
                 raise _DryRun(counts)  # leaves the transaction: it rolls back
@@ -235,8 +236,9 @@ async def purge(
         f"{settings.outbox_retention_days} day(s) (OUTBOX_RETENTION_DAYS)\n"
         f"{clear} the body of {counts.bodies_cleared} failed row(s) whose code expired\n"
         f"{verb} {counts.audit_events} audit event(s) older than "
-        f"{settings.audit_retention_days} day(s) (AUDIT_RETENTION_DAYS)"
-        + ("\n(dry run: nothing changed)" if dry_run else "")
+        f"{settings.audit_retention_days} day(s) (AUDIT_RETENTION_DAYS)\n"
+        f"{verb} {counts.sessions} session(s) ended, expired or idle more than "
+        f"{age(codes_older_than)} ago" + ("\n(dry run: nothing changed)" if dry_run else "")
     )
 
 

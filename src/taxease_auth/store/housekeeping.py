@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from taxease_auth.store import audit
-from taxease_auth.store.models import EmailOutbox, Otp, OutboxStatus
+from taxease_auth.store.models import EmailOutbox, Otp, OutboxStatus, Session
 from taxease_auth.store.outbox import clear_dead_bodies
 
 FINAL_STATUSES = (
@@ -110,6 +110,7 @@ class PurgeCounts:
     outbox_rows: int
     bodies_cleared: int
     audit_events: int
+    sessions: int
 
 
 async def purge(
@@ -119,12 +120,15 @@ async def purge(
     codes_older_than: timedelta,
     outbox_older_than: timedelta,
     audit_older_than: timedelta,
+    session_idle: timedelta,
 ) -> PurgeCounts:
     """Delete codes that expired more than ``codes_older_than`` ago (used, retired or not) and
     final outbox rows (sent, failed, expired, suppressed) last changed more than
     ``outbox_older_than`` ago (their mail events with them), and audit events older than
-    ``audit_older_than``; clear the bodies of failed rows whose code has expired. Returns the
-    counts.
+    ``audit_older_than``; clear the bodies of failed rows whose code has expired; delete
+    sessions (their refresh tokens with them) that ended, reached their maximum age or went
+    idle for ``session_idle`` more than ``codes_older_than`` ago — nothing can revive them, and
+    the audit trail keeps how each ended. Returns the counts.
 
     Call inside a transaction; a dry run is this call followed by a rollback, so its counts are
     exactly what a real run would remove.
@@ -145,9 +149,22 @@ async def purge(
         .where(Otp.expires_at < now - codes_older_than)
         .execution_options(synchronize_session=False)
     )
+    dead_before = now - codes_older_than
+    sessions_result = await session.execute(
+        delete(Session)
+        .where(
+            or_(
+                Session.ended_at < dead_before,
+                Session.expires_at < dead_before,
+                Session.last_used_at < dead_before - session_idle,
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
     return PurgeCounts(
         codes=int(codes_result.rowcount),  # type: ignore[attr-defined]
         outbox_rows=int(outbox_result.rowcount),  # type: ignore[attr-defined]
         bodies_cleared=bodies,
         audit_events=await audit.purge_before(session, now - audit_older_than),
+        sessions=int(sessions_result.rowcount),  # type: ignore[attr-defined]
     )

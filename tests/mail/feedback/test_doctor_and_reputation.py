@@ -263,6 +263,7 @@ async def test_events_are_purged_with_their_row_and_suppressed_rows_are_purged_t
                 codes_older_than=timedelta(days=1),
                 outbox_older_than=timedelta(days=7),
                 audit_older_than=timedelta(days=90),
+                session_idle=timedelta(days=14),
             )
             left_events = await session.scalar(select(func.count(MailEvent.id)))
     finally:
