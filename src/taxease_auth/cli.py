@@ -406,7 +406,8 @@ def purge(
 
     Codes go once expired for longer than the margin; sent, failed and expired outbox rows
     once older than OUTBOX_RETENTION_DAYS; audit events once older than AUDIT_RETENTION_DAYS.
-    Failed rows whose code expired lose their body.
+    Failed rows whose code expired lose their body. Sessions that ended, expired or went idle
+    go (with their refresh tokens) once dead for longer than the margin.
     """
     from datetime import timedelta
 
