@@ -100,6 +100,33 @@ async def test_sign_up_verify_with_a_pasted_code_sign_in_and_sign_out(dev_app: R
     assert (await client.get("/account")).headers["location"] == "/"
 
 
+async def test_the_page_flow_verifies_its_own_registration(dev_app: RunningApp) -> None:
+    # DESIGN.md §11 "Registration binding": a second registration of the address (a squatter's,
+    # through the API) does not take over the code the page's registration was sent.
+    await sign_up(dev_app, "bound@example.com")
+    first_code = await dev_app.latest_code("bound@example.com")
+    squatter = await dev_app.client.post(
+        "/api/v1/auth/register",
+        json={
+            "email": "bound@example.com",
+            "password": "squatter horse battery staple",
+            "first_name": "Sam",
+            "last_name": "Smith",
+            "accept_terms": True,
+        },
+    )
+    assert squatter.status_code == 201
+    await dev_app.latest_code("bound@example.com", count=2)
+
+    verified = await post_form(dev_app.client, "/verify", {"code": first_code})
+
+    assert verified.headers["location"] == "/?done=verified"
+    signed_in = await post_form(
+        dev_app.client, "/", {"email": "bound@example.com", "password": STRONG_PASSWORD}
+    )
+    assert signed_in.headers["location"] == "/account"
+
+
 async def test_a_wrong_code_shows_the_generic_error_tied_to_the_field(
     dev_app: RunningApp,
 ) -> None:

@@ -104,6 +104,7 @@ async def _request_code(
     purpose: Purpose,
     client_ip: str,
     challenge_id: str | None = None,
+    registration_id: str | None = None,
 ) -> None:
     """As the JSON API's request-otp: budgets first, then the code is issued after the answer
     (same timing for every address)."""
@@ -114,6 +115,7 @@ async def _request_code(
         purpose,
         client_ip=client_ip,
         challenge_id=challenge_id,
+        registration_id=registration_id,
     )
 
 
@@ -207,7 +209,7 @@ async def sign_up(request: Request) -> Response:
         return pages.render(request, "signup.html", status_code=422, errors=errors, values=values)
     service, client_ip = caller(request)
     try:
-        await service.register(
+        registration_id = await service.register(
             Registration(
                 email=parsed.email,
                 password=parsed.password,
@@ -228,6 +230,8 @@ async def sign_up(request: Request) -> Response:
         {
             "purpose": Purpose.EMAIL_VERIFICATION.value,
             "email": parsed.email,
+            # The code and the password of *this* registration (DESIGN.md §11).
+            "registration_id": registration_id,
             "sent_at": time.time(),
         },
     )
@@ -290,6 +294,7 @@ async def _resend(request: Request, flow: dict[str, Any], back: str, field: str)
             Purpose(flow["purpose"]),
             client_ip,
             challenge_id=flow.get("challenge_id"),
+            registration_id=flow.get("registration_id"),
         )
     except RateLimited as error:
         errors = _rate_limited(error, field)
@@ -332,6 +337,7 @@ async def verify(request: Request) -> Response:
                 client_ip,
                 parsed.challenge_id,
                 user_agent=request.headers.get("user-agent"),
+                registration_id=flow.get("registration_id"),
             )
         )
     except InvalidCode:
