@@ -130,6 +130,7 @@ async def test_concurrent_requests_keep_their_own_request_ids(
     await asyncio.gather(
         *(register_as(f"{name}@example.com", f"req-{name}") for name in ("anna", "bert", "cleo"))
     )
+    await running.requested_codes_issued()  # codes are issued after the answers
 
     lines = json_lines(capsys.readouterr().err)
     for name in ("anna", "bert", "cleo"):

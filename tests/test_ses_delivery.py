@@ -262,6 +262,7 @@ async def test_a_pending_code_still_live_is_sent_by_a_separate_worker(
     settings = ses_settings(embedded_worker=False)
     running = await start_app(settings, clock=clock)
     await register(running.client)
+    await running.requested_codes_issued()  # the code is written after the 201
 
     clock.advance(timedelta(minutes=1))
     backend = SesBackend(settings)
