@@ -284,7 +284,7 @@ def test_control_case_hand_signed_token_is_accepted(
 
 def test_unsigned_token_is_refused(tokens: TokenService, clock: ManualClock) -> None:
     kid = tokens.jwks()["keys"][0]["kid"]
-    unsigned = jwt.encode(_claims(clock), key=None, algorithm="none", headers={"kid": kid})
+    unsigned = jwt.encode(_claims(clock), key="", algorithm="none", headers={"kid": kid})
 
     with pytest.raises(InvalidToken):
         tokens.decode(unsigned)

@@ -79,6 +79,7 @@ async def test_a_reset_between_a_logins_read_and_its_hash_upgrade_survives(
     the old password back over the reset's."""
     user_id = await add_verified_user(database, "race@example.com")
     read = await stored_user(database, user_id)  # the login's read
+    assert read.password_hash is not None
     async with database.transaction() as tx:  # the reset, committed meanwhile
         await users.replace_password(tx, user_id, password_hash=RESET_HASH, now=NOW)
 

@@ -93,11 +93,13 @@ class Retention:
     """The retention rules of `taxease-auth purge`, applied by the worker every ``every``
     (HOUSEKEEPING_INTERVAL_SECONDS): codes expired more than ``codes_older_than`` ago, final
     outbox rows older than OUTBOX_RETENTION_DAYS, audit events older than
-    AUDIT_RETENTION_DAYS."""
+    AUDIT_RETENTION_DAYS, sessions dead (ended, expired, idle SESSION_IDLE_DAYS) for longer
+    than ``codes_older_than``."""
 
     every: timedelta
     outbox_older_than: timedelta
     audit_older_than: timedelta
+    session_idle: timedelta
     codes_older_than: timedelta = PURGE_CODES_AFTER
 
     @classmethod
@@ -109,6 +111,7 @@ class Retention:
             every=timedelta(seconds=settings.housekeeping_interval_seconds),
             outbox_older_than=timedelta(days=settings.outbox_retention_days),
             audit_older_than=timedelta(days=settings.audit_retention_days),
+            session_idle=timedelta(days=settings.session_idle_days),
         )
 
 
@@ -725,19 +728,22 @@ class DeliveryWorker:
                 codes_older_than=retention.codes_older_than,
                 outbox_older_than=retention.outbox_older_than,
                 audit_older_than=retention.audit_older_than,
+                session_idle=retention.session_idle,
             )
         metrics.PURGED.labels(table="otps").inc(counts.codes)
         metrics.PURGED.labels(table="email_outbox").inc(counts.outbox_rows)
         metrics.PURGED.labels(table="audit_events").inc(counts.audit_events)
-        deleted = counts.codes + counts.outbox_rows + counts.audit_events
+        metrics.PURGED.labels(table="sessions").inc(counts.sessions)
+        deleted = counts.codes + counts.outbox_rows + counts.audit_events + counts.sessions
         logger.log(
             logging.INFO if deleted else logging.DEBUG,
-            "retention purge by %s: deleted %d code(s), %d outbox row(s), %d audit event(s); "
-            "next in %s",
+            "retention purge by %s: deleted %d code(s), %d outbox row(s), %d audit event(s), "
+            "%d session(s); next in %s",
             self.worker_id,
             counts.codes,
             counts.outbox_rows,
             counts.audit_events,
+            counts.sessions,
             retention.every,
         )
 
