@@ -350,7 +350,14 @@ async def test_password_hashing_does_not_block_the_event_loop(
     assert len(latencies) >= 5, f"only {len(latencies)} health checks ran during 8 logins"
     # On the loop, each of the 8 hashes would hold one health check for a whole hash (measured:
     # max == one login). Off the loop they answer in milliseconds even with both cores hashing.
-    assert max(latencies) < one_hash / 2, (one_hash, sorted(latencies)[-5:])
+    # The first check waits instead for the 8 logins' admission on the loop (parsing, budgets,
+    # the account read: 40-110 ms for all 8 on this machine, under load), which is no hash.
+    after_admission = latencies[1:]
+    assert max(after_admission) < one_hash / 2, (
+        one_hash,
+        latencies[0],
+        sorted(after_admission)[-5:],
+    )
 
 
 async def test_a_1mb_password_is_refused_before_it_is_parsed_or_hashed(dev_app: RunningApp) -> None:
