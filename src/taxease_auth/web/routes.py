@@ -258,22 +258,31 @@ def _verify_flow(request: Request) -> dict[str, Any] | None:
     return flow if isinstance(flow.get("email"), str) else None
 
 
-def _render_verify(
-    request: Request, flow: dict[str, Any], status_code: int = 200, **context: Any
+def _render_code_page(
+    request: Request, template: str, flow: dict[str, Any], status_code: int, **context: Any
 ) -> Response:
+    """A page that takes a mailed code (verify, reset): the address, the code's length and
+    the resend cooldown, with the flow's notice unless the caller gives one."""
     _, pages = _web(request)
+    settings = request.app.state.settings
     context.setdefault("notice", _notice(request))
     return pages.render(
         request,
-        "verify.html",
+        template,
         status_code=status_code,
         email=flow["email"],
-        login=flow["purpose"] == Purpose.LOGIN.value,
-        cooldown=request.app.state.settings.otp_resend_cooldown_seconds,
-        code_length=request.app.state.settings.otp_length,
+        cooldown=settings.otp_resend_cooldown_seconds,
+        code_length=settings.otp_length,
         cooldown_left=_cooldown_left(request, flow),
         **context,
     )
+
+
+def _render_verify(
+    request: Request, flow: dict[str, Any], status_code: int = 200, **context: Any
+) -> Response:
+    login = flow["purpose"] == Purpose.LOGIN.value
+    return _render_code_page(request, "verify.html", flow, status_code, login=login, **context)
 
 
 @router.get("/verify")
@@ -410,18 +419,7 @@ def _reset_flow(request: Request) -> dict[str, Any] | None:
 def _render_reset(
     request: Request, flow: dict[str, Any], status_code: int = 200, **context: Any
 ) -> Response:
-    _, pages = _web(request)
-    context.setdefault("notice", _notice(request))
-    return pages.render(
-        request,
-        "reset.html",
-        status_code=status_code,
-        email=flow["email"],
-        cooldown=request.app.state.settings.otp_resend_cooldown_seconds,
-        code_length=request.app.state.settings.otp_length,
-        cooldown_left=_cooldown_left(request, flow),
-        **context,
-    )
+    return _render_code_page(request, "reset.html", flow, status_code, **context)
 
 
 @router.get("/reset")
