@@ -23,8 +23,9 @@ from taxease_auth.api.schemas import (
     VerifyOtpRequest,
     VerifyResponse,
 )
+from taxease_auth.auth.code_requests import accept_code_request
 from taxease_auth.auth.registration import Registration
-from taxease_auth.auth.service import AuthService, CodeSubmission, LoginChallenge
+from taxease_auth.auth.service import CodeSubmission, LoginChallenge
 from taxease_auth.store.models import Purpose
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -109,27 +110,6 @@ async def verify_otp(
     )
 
 
-async def _accept_code_request(
-    service: AuthService,
-    email: str,
-    purpose: Purpose,
-    client_ip: str,
-    challenge_id: str | None = None,
-    registration_id: str | None = None,
-) -> None:
-    """Spend the issuing budgets, wait for issuing capacity, and queue the code to be issued
-    after the answer is sent: its timing cannot tell a known address from an unknown."""
-    await service.admit_code_request(email, purpose, client_ip=client_ip)
-    await service.wait_for_issuing_capacity()
-    service.queue_requested_code(
-        email,
-        purpose,
-        client_ip=client_ip,
-        challenge_id=challenge_id,
-        registration_id=registration_id,
-    )
-
-
 @router.post(
     "/request-otp",
     status_code=status.HTTP_202_ACCEPTED,
@@ -140,8 +120,13 @@ async def request_otp(body: RequestOtpRequest, request: Request) -> MessageRespo
     """Mail a new code (it replaces the previous one). Same answer whether or not anything was
     sent. A `login` code is re-sent only for a live challenge from /login."""
     service, client_ip = caller(request)
-    await _accept_code_request(
-        service, body.email, body.purpose, client_ip, body.challenge_id, body.registration_id
+    await accept_code_request(
+        service,
+        body.email,
+        body.purpose,
+        client_ip,
+        challenge_id=body.challenge_id,
+        registration_id=body.registration_id,
     )
     return MessageResponse(message=CODE_REQUESTED)
 
@@ -202,7 +187,7 @@ async def login(
 async def password_reset_request(body: PasswordResetRequest, request: Request) -> MessageResponse:
     """Mail a password reset code if the account exists; the answer is the same either way."""
     service, client_ip = caller(request)
-    await _accept_code_request(service, body.email, Purpose.PASSWORD_RESET, client_ip)
+    await accept_code_request(service, body.email, Purpose.PASSWORD_RESET, client_ip)
     return MessageResponse(message=RESET_REQUESTED)
 
 

@@ -24,8 +24,9 @@ from taxease_auth.api.schemas import (
     RegisterRequest,
     VerifyOtpRequest,
 )
+from taxease_auth.auth.code_requests import accept_code_request
 from taxease_auth.auth.registration import Registration
-from taxease_auth.auth.service import AuthService, CodeSubmission, LoginChallenge
+from taxease_auth.auth.service import CodeSubmission, LoginChallenge
 from taxease_auth.auth.sessions import Authenticated, EndReason, Sessions
 from taxease_auth.errors import (
     EmailNotVerified,
@@ -96,27 +97,6 @@ async def _checked_form(request: Request) -> dict[str, str] | None:
 def _form_expired(request: Request) -> Response:
     _, pages = _web(request)
     return pages.render(request, "expired.html", status_code=403, notice=Text(FORM_EXPIRED))
-
-
-async def _request_code(
-    service: AuthService,
-    email: str,
-    purpose: Purpose,
-    client_ip: str,
-    challenge_id: str | None = None,
-    registration_id: str | None = None,
-) -> None:
-    """As the JSON API's request-otp: budgets first, then the code is issued after the answer
-    (same timing for every address)."""
-    await service.admit_code_request(email, purpose, client_ip=client_ip)
-    await service.wait_for_issuing_capacity()
-    service.queue_requested_code(
-        email,
-        purpose,
-        client_ip=client_ip,
-        challenge_id=challenge_id,
-        registration_id=registration_id,
-    )
 
 
 # --- sign in ----------------------------------------------------------------------------------
@@ -297,7 +277,7 @@ async def _resend(request: Request, flow: dict[str, Any], back: str, field: str)
     browser, _ = _web(request)
     service, client_ip = caller(request)
     try:
-        await _request_code(
+        await accept_code_request(
             service,
             flow["email"],
             Purpose(flow["purpose"]),
@@ -393,7 +373,7 @@ async def forgot(request: Request) -> Response:
         return pages.render(request, "forgot.html", status_code=422, errors=errors, values=values)
     service, client_ip = caller(request)
     try:
-        await _request_code(service, parsed.email, Purpose.PASSWORD_RESET, client_ip)
+        await accept_code_request(service, parsed.email, Purpose.PASSWORD_RESET, client_ip)
     except RateLimited as error:
         errors = _rate_limited(error, "email")
         return pages.render(request, "forgot.html", status_code=429, errors=errors, values=values)
