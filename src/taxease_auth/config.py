@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -104,6 +105,8 @@ class Settings(BaseSettings):
     app_name: str = Field(default="TaxEase", min_length=1, max_length=64)
     # Language of mail sent without a locale, or with one not supported: en or fr-CA.
     default_locale: str = "en"
+    # The time zone pages and mails print times in (an IANA zone name, DESIGN.md §12).
+    display_timezone: str = Field(default="America/Toronto", max_length=64)
     secret_key: SecretStr | None = None
     previous_secret_keys: CommaList = Field(default_factory=list)
     access_token_expire_minutes: int = Field(default=15, ge=1, le=24 * 60)
@@ -265,6 +268,15 @@ class Settings(BaseSettings):
             if tag.lower() == wanted:
                 return tag
         raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_LOCALES)}")
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name such as America/Toronto") from None
+        return value
 
     @field_validator("log_level")
     @classmethod

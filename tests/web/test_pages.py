@@ -5,12 +5,13 @@ addresses. The browser tests (test_browser.py) cover what only a browser shows."
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 
 import httpx
 import pytest
 from fastapi import Response
+from pydantic import ValidationError
 
 from taxease_auth.clock import ManualClock
 from taxease_auth.config import Settings
@@ -452,3 +453,29 @@ async def test_the_code_page_shows_the_resend_cooldown(
     assert re.search(r"You can ask for a new code in (59|60) seconds\.", page.text)
     assert resent.status_code == 429
     assert "Too many attempts. Try again in" in resent.text
+
+
+# --- DISPLAY_TIMEZONE -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"), [(None, "7:00:00\u202fAM"), ("Asia/Kolkata", "5:30:00\u202fPM")]
+)
+async def test_the_account_page_prints_times_in_the_display_timezone(
+    start_app: StartApp, make_settings: SettingsFactory, zone: str | None, shown: str
+) -> None:
+    clock = ManualClock(datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
+    overrides = {} if zone is None else {"display_timezone": zone}
+    app = await start_app(make_settings(**overrides), clock=clock)
+    await signed_up_and_verified(app, "zone@example.com")
+    await post_form(app.client, "/", {"email": "zone@example.com", "password": STRONG_PASSWORD})
+
+    account = await app.client.get("/account")
+
+    assert f"Signed in Dec 5, 2026, {shown}" in account.text
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "../../etc/passwd", ""])
+def test_display_timezone_must_be_a_time_zone_name(zone: str) -> None:
+    with pytest.raises(ValidationError, match="display_timezone"):
+        Settings(_env_file=None, development_mode=True, display_timezone=zone)

@@ -22,8 +22,6 @@ from taxease_auth.web.locale import LOCALE_COOKIE, choose_locale
 
 # The language switch names each language in itself.
 LANGUAGE_NAMES = {"en": "English", "fr-CA": "Français"}
-# DESIGN.md §12: times are shown in Toronto's time by default (no DISPLAY_TIMEZONE setting yet).
-DISPLAY_TIMEZONE = ZoneInfo("America/Toronto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,8 @@ class Text:
 
 
 @functools.cache
-def _environment(tag: str) -> Environment:
+def _environment(tag: str, timezone: str) -> Environment:
+    """The page templates in one locale, printing times in ``timezone`` (DISPLAY_TIMEZONE)."""
     environment = Environment(
         loader=PackageLoader("taxease_auth", "web/templates"),
         autoescape=select_autoescape(["html"]),
@@ -47,15 +46,18 @@ def _environment(tag: str) -> Environment:
         extensions=["jinja2.ext.i18n", "jinja2.ext.do"],
     )
     environment.install_gettext_translations(translations(tag), newstyle=True)  # type: ignore[attr-defined]
-    environment.filters["when"] = functools.partial(_when, locale=babel_identifier(tag))
+    environment.filters["when"] = functools.partial(
+        _when, locale=babel_identifier(tag), timezone=ZoneInfo(timezone)
+    )
     return environment
 
 
-def _when(moment: datetime, *, locale: str) -> str:
-    """A stored time (UTC; SQLite gives it back naive) as the locale writes it, in Toronto."""
+def _when(moment: datetime, *, locale: str, timezone: ZoneInfo) -> str:
+    """A stored time (UTC; SQLite gives it back naive) as the locale writes it, in
+    ``timezone``."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return format_datetime(moment, "medium", tzinfo=DISPLAY_TIMEZONE, locale=locale)
+    return format_datetime(moment, "medium", tzinfo=timezone, locale=locale)
 
 
 class Pages:
@@ -82,7 +84,7 @@ class Pages:
         context.setdefault("values", {})
         context.setdefault("notice", None)
         body = (
-            _environment(tag)
+            _environment(tag, self._settings.display_timezone)
             .get_template(template)
             .render(
                 lang=tag,
