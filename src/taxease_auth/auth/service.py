@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +20,12 @@ from datetime import datetime, timedelta
 
 from taxease_auth import metrics
 from taxease_auth.auth import otp as codes
+from taxease_auth.auth.audit_trail import AuditTrail
 from taxease_auth.auth.code_mail import CodeMail, code_issued
 from taxease_auth.auth.deferred import AfterAnswer
 from taxease_auth.auth.emails import email_fingerprint, mask_email
 from taxease_auth.auth.limits import RateLimits
+from taxease_auth.auth.login import Login, LoginChallenge
 from taxease_auth.auth.passwords import PasswordHasher, check_password_policy
 from taxease_auth.auth.registration import (
     MAX_REGISTRATIONS_IN_PROGRESS,
@@ -36,10 +37,10 @@ from taxease_auth.auth.registration import (
 from taxease_auth.auth.sessions import EndReason, Sessions, SessionTokens
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
-from taxease_auth.errors import EmailNotVerified, InvalidCode, InvalidCredentials
+from taxease_auth.errors import InvalidCode
 from taxease_auth.logs import REQUEST_ID
 from taxease_auth.mail.render import MailRenderer
-from taxease_auth.store import audit, issuing, otps, users
+from taxease_auth.store import issuing, otps, users
 from taxease_auth.store.issuing import NewCode
 from taxease_auth.store.models import MailKind, Purpose
 from taxease_auth.store.otps import CodeRow
@@ -85,14 +86,6 @@ class _CodeRequest:
     challenge_id: str | None
     request_id: str | None
     registration_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoginChallenge:
-    """The password was right; a login code was mailed for this challenge."""
-
-    challenge_id: str
-    expires_in: int
 
 
 def _greeted_name(user: UserRow) -> str | None:
@@ -147,6 +140,19 @@ class AuthService:
             mail_queued=mail_queued,
         )
         self._registrations = AfterAnswer("registration", capacity=MAX_REGISTRATIONS_IN_PROGRESS)
+        self._audit_trail = AuditTrail(clock, self._fingerprint)
+        self._login = Login(
+            settings=settings,
+            database=database,
+            clock=clock,
+            hasher=hasher,
+            sessions=sessions,
+            limits=limits,
+            code_mail=self._code_mail,
+            audit=self._audit_trail,
+            fingerprint=self._fingerprint,
+            mail_queued=mail_queued,
+        )
 
     # --- registration ------------------------------------------------------------------------
 
@@ -399,11 +405,18 @@ class AuthService:
                     tx, outcome, bound=submitted.registration_id is not None
                 )
             elif purpose is Purpose.LOGIN:
-                token = await self._login_with_code(tx, submitted)
+                token = await self._login.start_with_code(
+                    tx,
+                    submitted.email,
+                    client_ip=submitted.client_ip,
+                    user_agent=submitted.user_agent,
+                )
         if isinstance(outcome, InvalidCode):
             raise await self._failed(submitted, outcome)
         if purpose is Purpose.EMAIL_VERIFICATION:
             self._mail_queued()  # a verification without a password mails a notice
+        elif purpose is Purpose.LOGIN:
+            self._login.code_login_succeeded(submitted.email)
         return token
 
     async def confirm_password_reset(
@@ -441,7 +454,7 @@ class AuthService:
                 # registration code included (it would otherwise set *its* password back).
                 await otps.retire_live(tx, email=email, purpose=None, now=now)
                 await self._queue_notice(tx, user, MailKind.PASSWORD_CHANGED, now)
-                await self._audit(tx, "password_reset", email, client_ip, "success")
+                await self._audit_trail.record(tx, "password_reset", email, client_ip, "success")
         if isinstance(outcome, InvalidCode):
             raise await self._failed(submitted, outcome)
         if user is None:
@@ -454,68 +467,8 @@ class AuthService:
     async def login(
         self, email: str, password: str, *, client_ip: str, user_agent: str | None = None
     ) -> SessionTokens | LoginChallenge:
-        """Check the password; start a session (its tokens), or return a challenge when
-        LOGIN_OTP_REQUIRED.
-
-        InvalidCredentials for an unknown email or a wrong password (same hashing work for
-        both); EmailNotVerified only after a correct password. RateLimited before any hashing
-        when the client or the address has spent its budget.
-        """
-        key = self._fingerprint(email)
-        await self._limits.spend(self._limits.login_per_ip, client_ip)
-        await self._limits.ensure_left(self._limits.login_failures_per_email, key)
-        async with self._db.transaction() as tx:
-            user = await users.get_by_email(tx, email)
-        if user is None or user.password_hash is None:
-            # The same hashing work as a wrong password: an address verified without a
-            # password (two registrations raced for it) cannot be told from an unknown one.
-            await self._hasher.verify_unknown_user(password)
-            reason = "unknown_email" if user is None else "no_password"
-            raise await self._login_failed(email, client_ip, reason)
-        matches, new_hash = await self._hasher.verify(password, user.password_hash)
-        if not matches:
-            raise await self._login_failed(email, client_ip, "wrong_password")
-        if not user.email_verified:
-            metrics.LOGINS.labels(outcome="unverified").inc()
-            raise EmailNotVerified
-        now = self._clock.now()
-        async with self._db.transaction() as tx:
-            await users.record_login(
-                tx,
-                user.id,
-                now=now,
-                new_password_hash=new_hash,
-                read_password_hash=user.password_hash,
-            )
-            if not self._settings.login_otp_required:
-                await self._audit(tx, "login_succeeded", email, client_ip, "success")
-                tokens = await self._sessions.start(
-                    tx, user, amr=["pwd"], client_ip=client_ip, user_agent=user_agent, now=now
-                )
-            else:
-                challenge_id = secrets.token_urlsafe(32)
-                await self._audit(tx, "login_challenged", email, client_ip, "success")
-                await self._issue_code(
-                    tx,
-                    self._new_code(
-                        email=email,
-                        purpose=Purpose.LOGIN,
-                        first_name=user.first_name,
-                        client_ip=client_ip,
-                        now=now,
-                        challenge_id=challenge_id,
-                    ),
-                    now=now,
-                )
-        if self._settings.login_otp_required:
-            self._mail_queued()
-            metrics.LOGINS.labels(outcome="challenged").inc()
-            return LoginChallenge(
-                challenge_id=challenge_id, expires_in=int(self._code_lifetime.total_seconds())
-            )
-        metrics.LOGINS.labels(outcome="success").inc()
-        logger.info("login succeeded for %s", mask_email(email))
-        return tokens
+        """Check the password and start a session or a login challenge (``auth/login.py``)."""
+        return await self._login.login(email, password, client_ip=client_ip, user_agent=user_agent)
 
     async def current_user(self, token: str) -> UserRow:
         """The user a bearer token belongs to, or InvalidToken (also once its session ended)."""
@@ -525,28 +478,6 @@ class AuthService:
 
     def _fingerprint(self, email: str) -> str:
         return email_fingerprint(self._settings.signing_key, email)
-
-    async def _audit(
-        self,
-        tx: Transaction,
-        event: str,
-        email: str,
-        client_ip: str,
-        outcome: str,
-        *,
-        purpose: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        await audit.record(
-            tx,
-            now=self._clock.now(),
-            event=event,
-            email_hash=self._fingerprint(email),
-            ip=client_ip,
-            outcome=outcome,
-            purpose=purpose,
-            detail=detail,
-        )
 
     async def _admit_code_attempt(self, submitted: CodeSubmission) -> None:
         """Spend the client's budget and take one slot of the address's code budget, or raise
@@ -569,16 +500,6 @@ class AuthService:
         returns the error."""
         return error
 
-    async def _login_failed(self, email: str, client_ip: str, reason: str) -> InvalidCredentials:
-        await self._limits.charge(self._limits.login_failures_per_email, self._fingerprint(email))
-        async with self._db.transaction() as tx:
-            await self._audit(tx, "login_failed", email, client_ip, "failure", detail=reason)
-        # One outcome for both reasons: /metrics must not tell an unknown address from a known
-        # one (Review 17.3); the audit trail keeps the reason.
-        metrics.LOGINS.labels(outcome="bad_credentials").inc()
-        logger.info("login failed for %s: %s", mask_email(email), reason.replace("_", " "))
-        return InvalidCredentials()
-
     async def _check_code(
         self, tx: Transaction, submitted: CodeSubmission, *, consume: bool
     ) -> CodeRow | InvalidCode:
@@ -592,7 +513,7 @@ class AuthService:
         event = "code_verified" if isinstance(outcome, CodeRow) else "code_failed"
         if label == "locked":
             event = "code_locked"
-        await self._audit(
+        await self._audit_trail.record(
             tx,
             event,
             submitted.email,
@@ -647,48 +568,6 @@ class AuthService:
         if consume and not await otps.consume(tx, candidate.id, now=now, max_attempts=max_attempts):
             return InvalidCode("already used")
         return candidate
-
-    async def _login_with_code(self, tx: Transaction, submitted: CodeSubmission) -> SessionTokens:
-        user = await users.get_by_email(tx, submitted.email)
-        if user is None:
-            raise InvalidCode("account vanished")
-        await self._audit(tx, "login_succeeded", submitted.email, submitted.client_ip, "success")
-        logger.info("login with code succeeded for %s", mask_email(submitted.email))
-        metrics.LOGINS.labels(outcome="success").inc()
-        return await self._sessions.start(
-            tx,
-            user,
-            amr=["pwd", "otp"],
-            client_ip=submitted.client_ip,
-            user_agent=submitted.user_agent,
-            now=self._clock.now(),
-        )
-
-    async def _issue_code(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:
-        """Retire older codes for (email, purpose), store the new code's hash, queue its mail."""
-        await self._code_mail.issue(tx, code, now=now)
-
-    def _new_code(
-        self,
-        *,
-        email: str,
-        purpose: Purpose,
-        first_name: str | None,
-        client_ip: str,
-        now: datetime,
-        pending: tuple[str, str, str] | None = None,
-        challenge_id: str | None = None,
-    ) -> NewCode:
-        """A fresh code: its keyed hash to store, and the mail that carries it."""
-        return self._code_mail.new_code(
-            email=email,
-            purpose=purpose,
-            first_name=first_name,
-            client_ip=client_ip,
-            now=now,
-            pending=pending,
-            challenge_id=challenge_id,
-        )
 
     @staticmethod
     def _code_issued(code: NewCode) -> None:
