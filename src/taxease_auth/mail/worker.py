@@ -21,21 +21,21 @@ not by one round trip at a time. Every outcome falls in one class (DESIGN.md §4
 A code whose expiry passed before it could leave is never sent: the row ends ``expired``.
 ``stop()`` lets the sends in flight finish and record their outcome; a worker that dies
 instead leaves its rows leased, and they are claimed again once the lease runs out.
+
+The loop's parts have modules of their own: the failed sends' recording (``outcomes.py``),
+the breaker (``breaker.py``), where the pace comes from (``send_rate.py``), the periodic
+expiry, gauges and retention purge (``housekeeping.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import logging
-import math
-import random
 import secrets
-from collections.abc import Coroutine
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,15 +47,17 @@ from taxease_auth.config import Settings
 from taxease_auth.mail.backends.base import (
     MailBackend,
     PermanentSendError,
-    ReportsSendRate,
-    SendError,
     TransientSendError,
 )
+from taxease_auth.mail.breaker import CircuitBreaker
 from taxease_auth.mail.feedback import feedback_consumer
 from taxease_auth.mail.feedback.suppressed import end_suppressed
+from taxease_auth.mail.housekeeping import Housekeeping, Retention
 from taxease_auth.mail.message import Message
+from taxease_auth.mail.outcomes import POSSIBLY_SENT, FailedSends, Outcome
 from taxease_auth.mail.pacing import SendPacer, shared_pacer
-from taxease_auth.store import housekeeping as retention_rules
+from taxease_auth.mail.send_rate import SendRateSource
+from taxease_auth.mail.stopping import until_stopped
 from taxease_auth.store import outbox
 from taxease_auth.store.outbox import ClaimedMail
 from taxease_auth.store.sql import Database, database_for
@@ -66,93 +68,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 60.0
-# When SES cannot tell its MaxSendRate: the sandbox's rate, under every account's real one.
-FALLBACK_SEND_RATE = 1.0
-RATE_REFRESH_SECONDS = 600.0
-RATE_RETRY_SECONDS = 60.0
-# Codes are kept this long past their expiry (as `taxease-auth purge --code-margin-hours`'s
-# default), so `why` can still explain yesterday's failure.
-PURGE_CODES_AFTER = timedelta(hours=24)
-# Marks ``last_error`` when the failed attempt may have been accepted by SES, so whichever
-# worker retries the row knows it may deliver a second copy.
-POSSIBLY_SENT = "possibly sent: "
-
 _T = TypeVar("_T")
-
-
-def backoff_delay(attempt: int) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max, base * 2**attempt)]."""
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(attempt, 16))
-    return random.uniform(0, ceiling)  # noqa: S311 - spreading retries, not a secret
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """The retention rules of `taxease-auth purge`, applied by the worker every ``every``
-    (HOUSEKEEPING_INTERVAL_SECONDS): codes expired more than ``codes_older_than`` ago, final
-    outbox rows older than OUTBOX_RETENTION_DAYS, audit events older than
-    AUDIT_RETENTION_DAYS, sessions dead (ended, expired, idle SESSION_IDLE_DAYS) for longer
-    than ``codes_older_than``."""
-
-    every: timedelta
-    outbox_older_than: timedelta
-    audit_older_than: timedelta
-    session_idle: timedelta
-    codes_older_than: timedelta = PURGE_CODES_AFTER
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Retention | None:
-        """None when HOUSEKEEPING_INTERVAL_SECONDS is 0 (the purge runs from cron instead)."""
-        if not settings.housekeeping_interval_seconds:
-            return None
-        return cls(
-            every=timedelta(seconds=settings.housekeeping_interval_seconds),
-            outbox_older_than=timedelta(days=settings.outbox_retention_days),
-            audit_older_than=timedelta(days=settings.audit_retention_days),
-            session_idle=timedelta(days=settings.session_idle_days),
-        )
-
-
-class Outcome(enum.Enum):
-    SENT = "sent"
-    RETRY = "retry"
-    FAILED = "failed"
-    ACCOUNT_WIDE = "account_wide"
-    EXPIRED = "expired"
-    SUPPRESSED = "suppressed"
-
-
-class CircuitBreaker:
-    """Open after an account-wide error: nothing is sent but one probe every ``probe_seconds``
-    (event-loop time)."""
-
-    def __init__(self, probe_seconds: float) -> None:
-        self.probe_seconds = probe_seconds
-        self.is_open = False
-        self._probe_at = 0.0
-
-    def open(self) -> None:
-        self.is_open = True
-        self._schedule_probe()
-        metrics.MAIL_CIRCUIT_OPEN.set(1)
-
-    def close(self) -> None:
-        self.is_open = False
-        metrics.MAIL_CIRCUIT_OPEN.set(0)
-
-    def _schedule_probe(self) -> None:
-        self._probe_at = asyncio.get_running_loop().time() + self.probe_seconds
-
-    def seconds_to_probe(self) -> float:
-        """0 when a probe is due now (or the breaker is closed)."""
-        if not self.is_open:
-            return 0.0
-        return max(0.0, self._probe_at - asyncio.get_running_loop().time())
-
-    def probe_failed(self) -> None:
-        self._schedule_probe()
 
 
 class DeliveryWorker:
@@ -198,15 +114,16 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=lease_seconds)
         self._concurrency = concurrency
         self._pacer = pacer if pacer is not None else SendPacer()
-        self._rate_override = max_send_rate
-        self._rate_known = False
-        self._rate_refresh_at = 0.0
         self.breaker = CircuitBreaker(breaker_probe_seconds)
+        self._failures = FailedSends(
+            database=self._database,
+            clock=clock,
+            breaker=self.breaker,
+            close_breaker=self._close_breaker,
+        )
         self._poll_interval = poll_interval
         self._lock = lock
-        self._retention = retention
         self.feedback = feedback  # SES_FEEDBACK_QUEUE_URL's consumer, run beside delivery
-        self._purge_at: datetime | None = None  # None: due at the next housekeeping pass
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -214,6 +131,12 @@ class DeliveryWorker:
         # Rows claimed and not yet started (a claim takes a second's turns: _next_row).
         self._claimed: collections.deque[ClaimedMail] = collections.deque()
         self.worker_id = f"worker-{secrets.token_hex(4)}"
+        self._rate = SendRateSource(
+            backend=backend, pacer=self._pacer, override=max_send_rate, worker_id=self.worker_id
+        )
+        self._housekeeping = Housekeeping(
+            sessions=sessions, clock=clock, retention=retention, worker_id=self.worker_id
+        )
 
     @property
     def send_rate(self) -> float | None:
@@ -255,7 +178,7 @@ class DeliveryWorker:
             maintenance.add_done_callback(self._maintenance_ended)
             if self.feedback is not None:
                 feedback_task = asyncio.create_task(self.feedback.run(self._database))
-            await self._until_stopped(self._refresh_rate())
+            await self._until_stopped(self._rate.refresh())
             while not self._stopping.is_set():
                 try:
                     if await self._dispatch() is None:
@@ -318,8 +241,8 @@ class DeliveryWorker:
         then do the housekeeping; returns how many rows were handled."""
         if self._lock is not None:
             self._lock.acquire()  # OutboxLocked when another worker delivers
-        if not self._rate_known:
-            await self._refresh_rate()
+        if not self._rate.known:
+            await self._rate.refresh()
         handled = 0
         try:
             while await self._dispatch() is not None:
@@ -462,20 +385,9 @@ class DeliveryWorker:
             if not self._stopping.is_set():
                 self._wakeup.clear()
 
-    async def _until_stopped(self, awaitable: Coroutine[Any, Any, _T]) -> _T | None:
+    def _until_stopped(self, awaitable: Awaitable[_T]) -> Awaitable[_T | None]:
         """``awaitable``'s result, or None (and it is cancelled) when stop() comes first."""
-        task = asyncio.ensure_future(awaitable)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-        if task.cancelled():
-            return None
-        return task.result()
+        return until_stopped(awaitable, self._stopping)
 
     # --- one row ---------------------------------------------------------------------------
 
@@ -519,11 +431,11 @@ class DeliveryWorker:
         try:
             result = await self._backend.send(message)
         except TransientSendError as error:
-            return await self._retry_later(row, error, context, probing=probing)
+            return await self._failures.retry_later(row, error, context, probing=probing)
         except PermanentSendError as error:
             if error.account_wide:
-                return await self._account_wide(row, error, context, probing=probing)
-            return await self._fail(row, error, context, probing=probing)
+                return await self._failures.account_wide(row, error, context, probing=probing)
+            return await self._failures.fail(row, error, context, probing=probing)
         metrics.SEND_SECONDS.observe(loop.time() - started)
         async with self._database.transaction() as tx:
             await outbox.mark_sent(
@@ -542,92 +454,6 @@ class DeliveryWorker:
             self._close_breaker()
         return Outcome.SENT
 
-    async def _retry_later(
-        self,
-        row: ClaimedMail,
-        error: TransientSendError,
-        context: tuple[object, ...],
-        *,
-        probing: bool,
-    ) -> Outcome:
-        now = self._clock.now()
-        retry_at = now + timedelta(seconds=backoff_delay(row.attempts))
-        reason = f"{POSSIBLY_SENT}{error.reason}" if error.possibly_sent else error.reason
-        async with self._database.transaction() as tx:
-            await outbox.mark_retry(tx, row.id, error=reason, retry_at=retry_at, now=now)
-        metrics.MAILS.labels(kind=row.kind, outcome="retried").inc()
-        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="transient").inc()
-        logger.warning(
-            "outbox %s (%s to %s, key %s) attempt %d failed, will retry%s: %s",
-            *context,
-            row.attempts + 1,
-            " (SES may have accepted it)" if error.possibly_sent else "",
-            error.reason,
-        )
-        if probing:
-            self.breaker.probe_failed()
-        return Outcome.RETRY
-
-    async def _fail(
-        self,
-        row: ClaimedMail,
-        error: PermanentSendError,
-        context: tuple[object, ...],
-        *,
-        probing: bool,
-    ) -> Outcome:
-        async with self._database.transaction() as tx:
-            await outbox.mark_failed(tx, row.id, error=error.reason, now=self._clock.now())
-        metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
-        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="permanent").inc()
-        logger.error("outbox %s (%s to %s, key %s) failed permanently: %s", *context, error.reason)
-        if probing:
-            # SES judged this message itself: the account-wide problem is gone.
-            self._close_breaker()
-        return Outcome.FAILED
-
-    async def _account_wide(
-        self,
-        row: ClaimedMail,
-        error: PermanentSendError,
-        context: tuple[object, ...],
-        *,
-        probing: bool,
-    ) -> Outcome:
-        metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="account_wide").inc()
-        now = self._clock.now()
-        if self.breaker.is_open:
-            # A probe, or a send that was already in flight when the breaker opened: the row
-            # is not this message's fault. It goes back to the queue (its code may still
-            # leave once SES is fixed, or it expires).
-            async with self._database.transaction() as tx:
-                await outbox.mark_retry(tx, row.id, error=error.reason, retry_at=now, now=now)
-            if probing:
-                self.breaker.probe_failed()
-                logger.error(
-                    "mail delivery still stopped: SES refused the probe (outbox %s, key %s): "
-                    "%s; next probe in %.0f s",
-                    row.id,
-                    row.idempotency_key,
-                    error.reason,
-                    self.breaker.probe_seconds,
-                )
-            return Outcome.ACCOUNT_WIDE
-        # Opened before the next await, so the sends still in flight see it open.
-        self.breaker.open()
-        async with self._database.transaction() as tx:
-            await outbox.mark_failed(tx, row.id, error=error.reason, now=now)
-        metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
-        logger.error(
-            "ALARM: mail delivery stopped: SES refuses every mail (%s). Outbox %s (%s to %s, "
-            "key %s) failed; the other mails stay queued and expire with their codes. Probing "
-            "SES every %.0f s; check the set-up with `taxease-auth doctor`.",
-            error.reason,
-            *context,
-            self.breaker.probe_seconds,
-        )
-        return Outcome.ACCOUNT_WIDE
-
     def _close_breaker(self) -> None:
         if self.breaker.is_open:
             self.breaker.close()
@@ -638,114 +464,19 @@ class DeliveryWorker:
 
     async def _maintain(self) -> None:
         """Every poll interval: housekeeping and metrics; the rate when it is due again."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._poll_interval)
-            if loop.time() >= self._rate_refresh_at:
-                await self._refresh_rate()
+            if self._rate.due():
+                await self._rate.refresh()
             try:
                 await self.housekeeping()
             except (SQLAlchemyError, OSError) as error:
                 logger.error("outbox housekeeping failed: %s", type(error).__name__)
 
-    async def _refresh_rate(self) -> None:
-        """Set the pace from SES_MAX_SEND_RATE, else from the backend (at start, then every
-        ``RATE_REFRESH_SECONDS``). A failed lookup keeps the rate known so far, or paces at
-        the sandbox's 1/s until SES answers."""
-        loop = asyncio.get_running_loop()
-        rate: float | None
-        if self._rate_override is not None:
-            rate = self._rate_override
-            self._rate_refresh_at = math.inf
-        elif isinstance(self._backend, ReportsSendRate):
-            try:
-                rate = await self._backend.max_send_rate()
-            except SendError as error:
-                previous = self._pacer.rate if self._rate_known else None
-                rate = previous if previous is not None else FALLBACK_SEND_RATE
-                self._rate_refresh_at = loop.time() + RATE_RETRY_SECONDS
-                logger.warning(
-                    "could not read SES's MaxSendRate (%s): pacing at %s/s, asking again in %.0f s",
-                    error.reason,
-                    rate,
-                    RATE_RETRY_SECONDS,
-                )
-            else:
-                self._rate_refresh_at = loop.time() + RATE_REFRESH_SECONDS
-        else:
-            rate = None
-            self._rate_refresh_at = math.inf
-        changed = rate != self._pacer.rate or not self._rate_known
-        self._pacer.set_rate(rate)
-        self._rate_known = True
-        metrics.MAIL_SEND_RATE_LIMIT.set(rate or 0)
-        if changed:
-            logger.info(
-                "delivery worker %s: MaxSendRate %s, sending at most %s",
-                self.worker_id,
-                f"{rate}/s" if rate else "none",
-                f"{self._pacer.turns_per_second:.3g}/s" if self._pacer.turns_per_second else "-",
-            )
-
     async def housekeeping(self) -> None:
-        """Expire pending rows whose code expired, clear the bodies of failed rows whose code
-        expired, update the outbox gauges, and apply the retention rules when they are due."""
-        now = self._clock.now()
-        async with self._sessions.begin() as session:
-            expired = await outbox.expire_overdue(session, now=now)
-            await outbox.clear_dead_bodies(session, now=now)
-            pending, oldest = await outbox.pending_summary(session)
-        for kind in expired:
-            metrics.MAILS.labels(kind=kind, outcome="expired").inc()
-        if expired:
-            logger.warning(
-                "%d queued mails expired with their codes before they could leave", len(expired)
-            )
-        metrics.OUTBOX_PENDING.set(pending)
-        metrics.OUTBOX_OLDEST_PENDING_SECONDS.set(
-            max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0
-        )
-        await self._purge_if_due(now)
-
-    async def _purge_if_due(self, now: datetime) -> None:
-        """The retention purge, when due by this worker's clock.
-
-        With several workers (PostgreSQL) each one purges on its own schedule, where one
-        would be enough; that is harmless: the deletes are idempotent (whoever comes second
-        finds nothing left), and should two overlap and PostgreSQL pick one as a deadlock
-        victim, it is logged and done at the next interval.
-        """
-        retention = self._retention
-        if retention is None or (self._purge_at is not None and now < self._purge_at):
-            return
-        # Scheduled before running: a purge that fails is tried again at the next interval,
-        # not at every pass.
-        self._purge_at = now + retention.every
-        async with self._sessions.begin() as session:
-            counts = await retention_rules.purge(
-                session,
-                now=now,
-                codes_older_than=retention.codes_older_than,
-                outbox_older_than=retention.outbox_older_than,
-                audit_older_than=retention.audit_older_than,
-                session_idle=retention.session_idle,
-            )
-        metrics.PURGED.labels(table="otps").inc(counts.codes)
-        metrics.PURGED.labels(table="email_outbox").inc(counts.outbox_rows)
-        metrics.PURGED.labels(table="audit_events").inc(counts.audit_events)
-        metrics.PURGED.labels(table="sessions").inc(counts.sessions)
-        deleted = counts.codes + counts.outbox_rows + counts.audit_events + counts.sessions
-        logger.log(
-            logging.INFO if deleted else logging.DEBUG,
-            "retention purge by %s: deleted %d code(s), %d outbox row(s), %d audit event(s), "
-            "%d session(s); next in %s",
-            self.worker_id,
-            counts.codes,
-            counts.outbox_rows,
-            counts.audit_events,
-            counts.sessions,
-            retention.every,
-        )
+        """One housekeeping pass (``mail/housekeeping.py``): expire, clear dead bodies, update
+        the outbox gauges, and purge when the retention rules are due."""
+        await self._housekeeping.run()
 
 
 def build_worker(

@@ -39,6 +39,7 @@ from taxease_auth.mail.feedback.events import (
     unwrap,
 )
 from taxease_auth.mail.feedback.reputation import ReputationGuard
+from taxease_auth.mail.stopping import until_stopped
 from taxease_auth.store.mail_events import Outcome
 from taxease_auth.store.sql import Database
 
@@ -150,7 +151,7 @@ class FeedbackConsumer:
             await self._refresh_reputation(database, force=True)
             while not self._stopping.is_set():
                 try:
-                    messages = await self._until_stopped(self._receive())
+                    messages = await until_stopped(self._receive(), self._stopping)
                 except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
                     self._away(e, loop.time())
                     await self._pause(pause)
@@ -308,19 +309,6 @@ class FeedbackConsumer:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    async def _until_stopped(self, awaitable: Any) -> Any:
-        task = asyncio.ensure_future(awaitable)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-            return None
-        return task.result()
 
     def close(self) -> None:
         self._client.close()
