@@ -144,7 +144,7 @@ def _smtp_check(settings: Settings) -> Check:
 
 
 @dataclass(frozen=True, slots=True)
-class _Answer:
+class Answer:
     """What an SES call gave: its data, or an error code with its message."""
 
     data: dict[str, Any] | None = None
@@ -160,23 +160,29 @@ class _Answer:
         return f"{self.code}: {text[:160]}" if text else str(self.code)
 
 
-def _ask(call: Callable[..., Any], **params: Any) -> _Answer:
+def ask(call: Callable[..., Any], **params: Any) -> Answer:
+    """Call one SES (or SQS) client method with ``params`` and never raise for what a check
+    should report: an error answer, an unreachable endpoint, bad credentials or region, an
+    answer botocore cannot parse all come back as an ``Answer`` with ``code`` set (and
+    ``unreachable`` for the network). On success ``data`` is the response without its
+    ``ResponseMetadata``. Shared by the SES checks here and the feedback checks
+    (``mail/feedback/doctor_checks.py``)."""
     try:
         data = call(**params)
     except botocore.exceptions.ClientError as error:
         details = error.response.get("Error", {})
-        return _Answer(
+        return Answer(
             code=str(details.get("Code") or "Unknown"), message=str(details.get("Message") or "")
         )
     except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as error:
-        return _Answer(code=type(error).__name__, message=str(error), unreachable=True)
+        return Answer(code=type(error).__name__, message=str(error), unreachable=True)
     except botocore.exceptions.BotoCoreError as error:  # credentials, region, validation
-        return _Answer(code=type(error).__name__, message=str(error))
+        return Answer(code=type(error).__name__, message=str(error))
     except botocore.parsers.ResponseParserError:
         # moto answers GetAccountSendingEnabled with something botocore cannot parse.
-        return _Answer(code="unparsable", message="the endpoint's answer could not be read")
+        return Answer(code="unparsable", message="the endpoint's answer could not be read")
     data.pop("ResponseMetadata", None)
-    return _Answer(data=data)
+    return Answer(data=data)
 
 
 class SesChecks:
@@ -228,9 +234,9 @@ class SesChecks:
                 )
             )
             return checks + self._not_asked("no usable credentials")
-        account = _ask(self._v2.get_account)
+        account = ask(self._v2.get_account)
         # Moto and other emulators lack GetAccount: the classic quota call stands in.
-        quota = _ask(self._v1.get_send_quota) if account.data is None else account
+        quota = ask(self._v1.get_send_quota) if account.data is None else account
         checks.append(self._credentials_check(account, quota))
         if checks[-1].status is Status.FAIL:
             return checks + self._not_asked(checks[-1].detail)
@@ -246,7 +252,7 @@ class SesChecks:
         to it (a message id and all) but never delivers (SECURITY-AND-SES.md §2.7)."""
         if self._v2 is None:
             return Check("suppression", Status.UNKNOWN, f"not checked: {self._problem}")
-        answer = _ask(self._v2.get_suppressed_destination, EmailAddress=address)
+        answer = ask(self._v2.get_suppressed_destination, EmailAddress=address)
         if answer.data is not None:
             entry = answer.data.get("SuppressedDestination") or {}
             reason = entry.get("Reason", "unknown reason")
@@ -297,7 +303,7 @@ class SesChecks:
             f"{self._region} (identities, sandbox and quotas are per region)",
         )
 
-    def _credentials_check(self, account: _Answer, quota: _Answer) -> Check:
+    def _credentials_check(self, account: Answer, quota: Answer) -> Check:
         credentials = self._session.get_credentials()
         source = getattr(credentials, "method", None) or "unknown source"
         key = getattr(credentials, "access_key", "") or ""
@@ -341,7 +347,7 @@ class SesChecks:
             return [Check("sender identity", Status.UNKNOWN, "no sender address to look up")]
         domain = address.rpartition("@")[2]
         for identity in (address, domain):
-            answer = _ask(self._v2.get_email_identity, EmailIdentity=identity)
+            answer = ask(self._v2.get_email_identity, EmailIdentity=identity)
             if answer.data is not None:
                 return self._judge_identity(identity, answer.data)
             if answer.code != "NotFoundException":
@@ -403,7 +409,7 @@ class SesChecks:
             )
         return checks
 
-    def _sandbox_check(self, account: _Answer) -> Check:
+    def _sandbox_check(self, account: Answer) -> Check:
         if account.data is None:
             return Check(
                 "production access",
@@ -425,7 +431,7 @@ class SesChecks:
             "--website-url URL --use-case-description TEXT`",
         )
 
-    def _sending_check(self, account: _Answer) -> Check:
+    def _sending_check(self, account: Answer) -> Check:
         if account.data is not None:
             enabled = account.data.get("SendingEnabled")
             enforcement = str(account.data.get("EnforcementStatus") or "unknown")
@@ -443,7 +449,7 @@ class SesChecks:
                 else ""
             )
             return Check("sending enabled", Status.PASS, f"yes, enforcement {enforcement}{note}")
-        classic = _ask(self._v1.get_account_sending_enabled)
+        classic = ask(self._v1.get_account_sending_enabled)
         if classic.data is None:
             return Check(
                 "sending enabled",
@@ -461,7 +467,7 @@ class SesChecks:
             )
         return Check("sending enabled", Status.PASS, "yes")
 
-    def _quota_checks(self, account: _Answer, quota: _Answer) -> list[Check]:
+    def _quota_checks(self, account: Answer, quota: Answer) -> list[Check]:
         numbers = (account.data or {}).get("SendQuota") if account.data else quota.data
         if not numbers:
             return [
@@ -524,7 +530,7 @@ class SesChecks:
                 "none set (optional: one with an event destination publishes bounces and "
                 "complaints)",
             )
-        answer = _ask(self._v2.get_configuration_set, ConfigurationSetName=name)
+        answer = ask(self._v2.get_configuration_set, ConfigurationSetName=name)
         if answer.code == "NotFoundException":
             return Check(
                 "configuration set",

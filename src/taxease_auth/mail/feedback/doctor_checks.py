@@ -20,7 +20,7 @@ import botocore.exceptions
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxease_auth.config import Settings
-from taxease_auth.mail.doctor import Check, Status, _ask
+from taxease_auth.mail.doctor import Check, Status, ask
 from taxease_auth.mail.feedback.reputation import Rates, measure
 from taxease_auth.store.db import make_engine
 from taxease_auth.store.sql import database_for
@@ -80,7 +80,7 @@ def event_destination_check(sesv2: Any, settings: Settings) -> Check:
             f"set AWS_SES_CONFIGURATION_SET to the set that publishes to the queue's topic "
             f"({DEPLOY_GUIDE})",
         )
-    answer = _ask(sesv2.get_configuration_set_event_destinations, ConfigurationSetName=name)
+    answer = ask(sesv2.get_configuration_set_event_destinations, ConfigurationSetName=name)
     if answer.data is None:
         return Check(
             "event destination",
@@ -107,7 +107,7 @@ def event_destination_check(sesv2: Any, settings: Settings) -> Check:
 
 
 def queue_check(sqs: Any, settings: Settings) -> Check:
-    answer = _ask(
+    answer = ask(
         sqs.get_queue_attributes,
         QueueUrl=settings.ses_feedback_queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"],
@@ -138,7 +138,7 @@ def queue_check(sqs: Any, settings: Settings) -> Check:
 
 
 def account_suppression_check(sesv2: Any) -> Check:
-    answer = _ask(sesv2.get_account)
+    answer = ask(sesv2.get_account)
     if answer.data is None:
         return Check(
             "account suppression",
