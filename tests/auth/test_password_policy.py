@@ -16,6 +16,7 @@ from taxease_auth.auth.passwords import (
     REPETITIVE_OR_SEQUENTIAL,
     TOO_COMMON,
     check_password_policy,
+    common_password_words,
     common_passwords,
 )
 from taxease_auth.config import Settings
@@ -51,6 +52,13 @@ def test_list_is_zxcvbns_thirty_thousand_common_passwords() -> None:
     assert all(word.casefold() in listed for word in FREQUENCY_LISTS["passwords"])
     assert "correct horse battery staple" not in listed
     assert common_passwords() is listed  # loaded once
+
+
+def test_the_digests_a_server_loads_are_those_of_the_words() -> None:
+    # common_passwords.bin is written from common_passwords.txt (python -m
+    # taxease_auth.auth.passwords): a list edited without rewriting it fails here.
+    assert common_passwords().to_bytes() == common_password_words().to_bytes()
+    assert len(common_password_words()) == len(common_passwords()) == 30_000
 
 
 @pytest.mark.parametrize("password", ["password1234", "1qaz2wsx3edc", "qwerty123456"])

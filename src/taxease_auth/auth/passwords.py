@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import unicodedata
 from array import array
 from bisect import bisect_left
@@ -95,12 +96,40 @@ class CommonPasswords:
     order), held as a sorted array of 64-bit digests: ~240 KB, where importing zxcvbn cost
     ~12 MB of RSS and a frozenset of the words ~3 MB. A digest collision would refuse one
     more password (about 30,000 in 2**64): never a weak one accepted.
+
+    A server reads the digests ready-made (``common_passwords.bin``, ``to_bytes`` of the
+    words' list): hashing and sorting the words at start-up left ~1.4 MB of freed integers
+    and sets in the heap, resident for good (issue 16.1). A test checks that the two files
+    agree; after editing the words, rewrite the digests with
+    ``python -m taxease_auth.auth.passwords``.
     """
 
     __slots__ = ("_digests",)
 
-    def __init__(self, words: Iterable[str]) -> None:
-        self._digests = array("Q", sorted({_digest(word) for word in words}))
+    def __init__(self, digests: array[int]) -> None:
+        """``digests``: sorted, without repeats (``from_words`` and ``from_bytes`` make them)."""
+        self._digests = digests
+
+    @classmethod
+    def from_words(cls, words: Iterable[str]) -> CommonPasswords:
+        return cls(array("Q", sorted({_digest(word) for word in words})))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CommonPasswords:
+        """The inverse of ``to_bytes``."""
+        digests = array("Q")
+        digests.frombytes(data)
+        if sys.byteorder == "big":
+            digests.byteswap()
+        return cls(digests)
+
+    def to_bytes(self) -> bytes:
+        """The sorted digests, 8 bytes each, little-endian."""
+        if sys.byteorder == "little":
+            return self._digests.tobytes()
+        swapped = array("Q", self._digests)
+        swapped.byteswap()
+        return swapped.tobytes()
 
     def __contains__(self, word: object) -> bool:
         if not isinstance(word, str):
@@ -117,11 +146,20 @@ def _digest(word: str) -> int:
     return int.from_bytes(blake2b(word.encode(), digest_size=8).digest(), "big")
 
 
+_WORDS = Path(__file__).parent / "common_passwords.txt"
+_DIGESTS = Path(__file__).parent / "common_passwords.bin"
+
+
+def common_password_words() -> CommonPasswords:
+    """The list built from its words (``common_passwords.txt``): the source of the digests."""
+    with _WORDS.open(encoding="utf-8") as lines:
+        return CommonPasswords.from_words(line.rstrip("\n") for line in lines)
+
+
 @cache
 def common_passwords() -> CommonPasswords:
     """The common-password list, loaded on first use and kept (``in`` takes casefolded text)."""
-    with (Path(__file__).parent / "common_passwords.txt").open(encoding="utf-8") as lines:
-        return CommonPasswords(line.rstrip("\n") for line in lines)
+    return CommonPasswords.from_bytes(_DIGESTS.read_bytes())
 
 
 def _contains_personal_information(folded: str, email: str | None, names: Sequence[str]) -> bool:
@@ -195,3 +233,8 @@ class PasswordHasher:
     def burn_in(self) -> None:
         """Compute the dummy hash now (at start-up), so the first unknown login is not slower."""
         self._dummy_hash = self._hasher.hash("dummy password for unknown accounts")
+
+
+if __name__ == "__main__":
+    # Rewrite common_passwords.bin from common_passwords.txt (see CommonPasswords).
+    _DIGESTS.write_bytes(common_password_words().to_bytes())
