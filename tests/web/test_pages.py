@@ -12,9 +12,12 @@ import httpx
 import pytest
 from fastapi import Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from taxease_auth.clock import ManualClock
 from taxease_auth.config import Settings
+from taxease_auth.store.db import make_sessionmaker
+from taxease_auth.store.models import User
 from taxease_auth.web.browser import Browser, PageSession
 from taxease_auth.web.headers import CONTENT_SECURITY_POLICY
 from taxease_auth.web.locale import choose_locale
@@ -479,3 +482,27 @@ async def test_the_account_page_prints_times_in_the_display_timezone(
 def test_display_timezone_must_be_a_time_zone_name(zone: str) -> None:
     with pytest.raises(ValidationError, match="display_timezone"):
         Settings(_env_file=None, development_mode=True, display_timezone=zone)
+
+
+# --- the account's language -------------------------------------------------------------------
+
+
+async def test_sign_up_keeps_the_pages_language_for_the_accounts_mail(dev_app: RunningApp) -> None:
+    dev_app.client.headers["accept-language"] = "fr-CA,fr;q=0.9"
+    await sign_up(dev_app, "langue@example.com")
+    await dev_app.requested_codes_issued()
+    dev_app.client.headers["accept-language"] = "en"
+    # A reset asked from an English page is mailed in English (that request's language);
+    # the account keeps French.
+    await post_form(dev_app.client, "/forgot", {"email": "langue@example.com"})
+    await dev_app.requested_codes_issued()
+
+    subjects = [row.subject for row in await dev_app.outbox()]
+    async with make_sessionmaker(dev_app.app.state.engine)() as session:
+        stored = (await session.execute(select(User.locale))).scalars().all()
+
+    assert subjects == [
+        "Votre code de vérification de courriel TaxEase",
+        "Your TaxEase password reset code",
+    ]
+    assert stored == ["fr-CA"]

@@ -24,8 +24,9 @@ from taxease_auth.api.schemas import (
     VerifyResponse,
 )
 from taxease_auth.auth.code_requests import accept_code_request
+from taxease_auth.auth.login import LoginChallenge
 from taxease_auth.auth.registration import Registration
-from taxease_auth.auth.service import CodeSubmission, LoginChallenge
+from taxease_auth.auth.service import CodeSubmission
 from taxease_auth.store.models import Purpose
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -70,6 +71,7 @@ async def register(body: RegisterRequest, request: Request) -> RegisterResponse:
             password=body.password,
             first_name=body.first_name,
             last_name=body.last_name,
+            locale=body.locale,
         ),
         client_ip=client_ip,
     )
@@ -127,6 +129,7 @@ async def request_otp(body: RequestOtpRequest, request: Request) -> MessageRespo
         client_ip,
         challenge_id=body.challenge_id,
         registration_id=body.registration_id,
+        locale=body.locale,
     )
     return MessageResponse(message=CODE_REQUESTED)
 

@@ -33,6 +33,8 @@ PASSWORD_INPUT_MAX = 1024
 CHALLENGE_ID_MAX = 64
 # A letter may arrive as several code points (NFD "e" + U+0301) before it is composed.
 NAME_INPUT_FACTOR = 4
+# taxease_auth.locales.SUPPORTED_LOCALES, spelt out for the schema (a test keeps them equal).
+Locale = Literal["en", "fr-CA"]
 
 
 Email = Annotated[
@@ -86,6 +88,12 @@ class RegisterRequest(_Body):
     first_name: Name = Field(examples=["Test"])
     last_name: Name = Field(examples=["User"])
     accept_terms: bool = Field(description="Must be true.", examples=[True])
+    locale: Locale | None = Field(
+        default=None,
+        description="The language of this account's mail, kept for every later mail (`en` or "
+        "`fr-CA`); without it, DEFAULT_LOCALE.",
+        examples=["fr-CA"],
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -141,6 +149,12 @@ class RequestOtpRequest(_Body):
         default=None,
         description=_REGISTRATION_ID_FOR
         + "Re-sends that registration's code (without it: the newest registration's).",
+    )
+    locale: Locale | None = Field(
+        default=None,
+        description="The language of this mail only (`en` or `fr-CA`); without it, the "
+        "account's language, else DEFAULT_LOCALE.",
+        examples=["fr-CA"],
     )
 
 

@@ -47,8 +47,10 @@ class CodeMail:
         pending: tuple[str, str, str] | None = None,
         challenge_id: str | None = None,
         registration_id: str | None = None,
+        locale: str | None = None,
     ) -> NewCode:
-        """A fresh code: its keyed hash to store, and the mail that carries it.
+        """A fresh code: its keyed hash to store, and the mail that carries it (in ``locale``;
+        None or unsupported: DEFAULT_LOCALE).
 
         ``first_name`` is None for mail to an address not verified yet: a name there is the
         registrant's claim, not the mailbox owner's, and the mail greets with "Hello,".
@@ -67,6 +69,7 @@ class CodeMail:
                 code=code,
                 first_name=first_name,
                 expires_minutes=settings.otp_expiry_minutes,
+                locale=locale,
             ),
             email_hash=self._fingerprint(email),
             ip=client_ip,
@@ -88,9 +91,11 @@ class CodeMail:
         kind: MailKind,
         first_name: str | None,
         now: datetime,
+        locale: str | None = None,
     ) -> None:
-        """Queue a notice (a mail without a code) to ``recipient``."""
-        mail = self._renderer.render(kind, first_name=first_name)
+        """Queue a notice (a mail without a code) to ``recipient``, in ``locale`` (None:
+        DEFAULT_LOCALE)."""
+        mail = self._renderer.render(kind, first_name=first_name, locale=locale)
         await outbox.enqueue(
             tx,
             recipient=recipient,

@@ -16,10 +16,12 @@ async def accept_code_request(
     *,
     challenge_id: str | None = None,
     registration_id: str | None = None,
+    locale: str | None = None,
 ) -> None:
     """Spend the issuing budgets (or raise RateLimited), wait for issuing capacity, and queue
     the code to be issued after the answer is sent: its timing cannot tell a known address
-    from an unknown."""
+    from an unknown. ``locale``: the language the request asked for, for that mail only
+    (else the account's, DESIGN.md §12)."""
     await service.admit_code_request(email, purpose, client_ip=client_ip)
     await service.wait_for_issuing_capacity()
     service.queue_requested_code(
@@ -28,4 +30,5 @@ async def accept_code_request(
         client_ip=client_ip,
         challenge_id=challenge_id,
         registration_id=registration_id,
+        locale=locale,
     )

@@ -123,6 +123,7 @@ class Login:
                         client_ip=client_ip,
                         now=now,
                         challenge_id=challenge_id,
+                        locale=user.locale,
                     ),
                     now=now,
                 )

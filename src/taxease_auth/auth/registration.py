@@ -56,6 +56,9 @@ class Registration:
     password: str
     first_name: str
     last_name: str
+    # The language the account's mail is written in (DESIGN.md §12): the API body's
+    # ``locale``, the page's language; None: DEFAULT_LOCALE.
+    locale: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class AcceptedRegistration:
     last_name: str
     client_ip: str
     registration_id: str
+    locale: str | None = None
 
 
 class Registrar:
@@ -105,12 +109,14 @@ class Registrar:
         async with self._db.transaction() as tx:
             user = await users.get_by_email(tx, registration.email)
             if user is not None and user.email_verified:
+                # The owner's language, not the registrant's: they may be someone else.
                 await self._code_mail.queue_notice(
                     tx,
                     recipient=user.email,
                     kind=MailKind.ACCOUNT_EXISTS,
                     first_name=user.first_name,
                     now=now,
+                    locale=user.locale,
                 )
                 logger.info("registration for verified %s: notice queued", mask_email(user.email))
                 return
@@ -123,6 +129,7 @@ class Registrar:
                     last_name=registration.last_name,
                     verified=verified_at_once,
                     now=now,
+                    locale=registration.locale,
                 )
                 if verified_at_once:
                     logger.warning(
@@ -137,6 +144,7 @@ class Registrar:
                     password_hash=registration.password_hash,
                     first_name=registration.first_name,
                     last_name=registration.last_name,
+                    locale=registration.locale,
                 )
             code = self._code_mail.new_code(
                 email=registration.email,
@@ -150,6 +158,7 @@ class Registrar:
                     registration.last_name,
                 ),
                 registration_id=registration.registration_id,
+                locale=registration.locale or (user.locale if user is not None else None),
             )
             await self._code_mail.issue(tx, code, now=now)
 
@@ -193,7 +202,12 @@ class Registrar:
             logger.info("email verified for %s", mask_email(code.email))
             return
         await self._code_mail.queue_notice(
-            tx, recipient=code.email, kind=MailKind.CHOOSE_PASSWORD, first_name=None, now=now
+            tx,
+            recipient=code.email,
+            kind=MailKind.CHOOSE_PASSWORD,
+            first_name=None,
+            now=now,
+            locale=user.locale,
         )
         logger.info(
             "email verified for %s without a password: another registration claimed it",

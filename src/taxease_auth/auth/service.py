@@ -86,6 +86,7 @@ class _CodeRequest:
     challenge_id: str | None
     request_id: str | None
     registration_id: str | None = None
+    locale: str | None = None  # the request's explicit language, for this mail only
 
 
 def _greeted_name(user: UserRow) -> str | None:
@@ -183,6 +184,7 @@ class AuthService:
             last_name=registration.last_name,
             client_ip=client_ip,
             registration_id=new_registration_id(),
+            locale=registration.locale,
         )
         if self._settings.skips_email_verification or self._settings.active_developer_otp:
             # Development mode's bypasses only (both are off in production): a script may
@@ -237,6 +239,7 @@ class AuthService:
         client_ip: str,
         challenge_id: str | None = None,
         registration_id: str | None = None,
+        locale: str | None = None,
     ) -> None:
         """Send a code where one is due, after the answer; otherwise do nothing.
 
@@ -246,12 +249,15 @@ class AuthService:
         re-sent for a live challenge (opened by a correct password): no one gets tokens from an
         email address alone. A verification code is re-sent for ``registration_id``'s
         registration, or without one for the address's newest registration, and retires only
-        that registration's earlier code.
+        that registration's earlier code. The mail is in ``locale`` when given, else in the
+        account's language (DESIGN.md §12).
         """
         if purpose is not Purpose.EMAIL_VERIFICATION:
             registration_id = None
         self._issue_queue.append(
-            _CodeRequest(email, purpose, client_ip, challenge_id, REQUEST_ID.get(), registration_id)
+            _CodeRequest(
+                email, purpose, client_ip, challenge_id, REQUEST_ID.get(), registration_id, locale
+            )
         )
         if self._issuer is None or self._issuer.done():
             # A context of its own: the task outlives the request that happened to start it.
@@ -378,6 +384,7 @@ class AuthService:
             pending=pending,
             challenge_id=challenge_id if purpose is Purpose.LOGIN else None,
             registration_id=registration_id,
+            locale=request.locale or user.locale,
         )
 
     async def verify_code(self, submitted: CodeSubmission) -> SessionTokens | None:
@@ -577,5 +584,10 @@ class AuthService:
         self, tx: Transaction, user: UserRow, kind: MailKind, now: datetime
     ) -> None:
         await self._code_mail.queue_notice(
-            tx, recipient=user.email, kind=kind, first_name=_greeted_name(user), now=now
+            tx,
+            recipient=user.email,
+            kind=kind,
+            first_name=_greeted_name(user),
+            now=now,
+            locale=user.locale,
         )

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -239,6 +238,10 @@ class TokenService:
         return AccessClaims(user_id=self._user_id(claims), session_id=sid), expiry
 
     def _decode_legacy(self, token: str) -> AccessClaims:
+        # Here, on the first legacy token only: PyJWT (with cryptography's X.509, RSA and EC
+        # parts it loads) is ~1.4 MB a server otherwise never uses (issue 16.1).
+        import jwt
+
         for key in self._legacy_keys:
             try:
                 claims = jwt.decode(

@@ -34,6 +34,7 @@ NAMING_CONVENTION = {
 EMAIL_MAX_LENGTH = 254
 NAME_MAX_LENGTH = 100
 REGISTRATION_ID_MAX_LENGTH = 32  # 16 bytes in base64url are 22 characters
+LOCALE_MAX_LENGTH = 8  # "en", "fr-CA"
 IP_MAX_LENGTH = 45  # the longest textual IPv6 address, "ffff:...:255.255.255.255"
 
 
@@ -125,6 +126,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
+    # The language of the account's mail (DESIGN.md §12), set at registration; NULL: none was
+    # asked for, DEFAULT_LOCALE applies.
+    locale: Mapped[str | None] = mapped_column(String(LOCALE_MAX_LENGTH))
 
 
 class Otp(Base):
@@ -153,6 +157,9 @@ class Otp(Base):
     # A registration's code belongs to the registration that /register answered with this id
     # (16 random bytes, base64url); found through the (email, purpose, created_at) index.
     registration_id: Mapped[str | None] = mapped_column(String(REGISTRATION_ID_MAX_LENGTH))
+    # The mail link's token (DESIGN.md §12, /c/{token}) as a keyed hash, never the token; NULL
+    # when the mail carries no link, or once a reset link was followed (single use).
+    link_token_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class EmailOutbox(Base):

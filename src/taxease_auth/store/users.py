@@ -20,22 +20,24 @@ class UserRow:
     token_version: int
     created_at: datetime
     last_login_at: datetime | None
+    locale: str | None = None  # the language of its mail; None: DEFAULT_LOCALE (DESIGN.md §12)
 
 
 _COLUMNS = """SELECT id, email, password_hash, first_name, last_name, email_verified,
-                     token_version, created_at, last_login_at FROM users"""
+                     token_version, created_at, last_login_at, locale FROM users"""
 _BY_EMAIL = Statement(_COLUMNS + " WHERE email = :email")
 _BY_EMAILS = Statement(_COLUMNS + " WHERE email = ANY(:emails::text[])")  # PostgreSQL
 _BY_ID = Statement(_COLUMNS + " WHERE id = :id")
 _INSERT = Statement("""
     INSERT INTO users (email, password_hash, first_name, last_name, email_verified,
-                       email_verified_at, token_version, created_at)
-    VALUES (:email, :password_hash, :first_name, :last_name, :verified, :verified_at, 0, :now)
+                       email_verified_at, token_version, created_at, locale)
+    VALUES (:email, :password_hash, :first_name, :last_name, :verified, :verified_at, 0, :now,
+            :locale)
     RETURNING id
 """)
 _SET_REGISTRATION = Statement("""
     UPDATE users SET password_hash = :password_hash, first_name = :first_name,
-                     last_name = :last_name
+                     last_name = :last_name, locale = COALESCE(:locale, locale)
     WHERE id = :id
 """)
 _ACTIVATE = Statement("""
@@ -72,6 +74,7 @@ def _user(row: Row | None) -> UserRow | None:
         token_version=row[6],
         created_at=utc_required(row[7]),
         last_login_at=utc(row[8]),
+        locale=row[9],
     )
 
 
@@ -106,8 +109,10 @@ async def add(
     last_name: str,
     verified: bool,
     now: datetime,
+    locale: str | None = None,
 ) -> int:
-    """Insert a user; its id. Raises ``Conflict`` when the email was taken meanwhile."""
+    """Insert a user; its id. Raises ``Conflict`` when the email was taken meanwhile.
+    ``locale``: the language its mail is written in (None: DEFAULT_LOCALE)."""
     row = await tx.one(
         _INSERT,
         email=email,
@@ -117,21 +122,30 @@ async def add(
         verified=verified,
         verified_at=now if verified else None,
         now=now,
+        locale=locale,
     )
     assert row is not None
     return int(row[0])
 
 
 async def set_registration(
-    tx: Transaction, user_id: int, *, password_hash: str, first_name: str, last_name: str
+    tx: Transaction,
+    user_id: int,
+    *,
+    password_hash: str,
+    first_name: str,
+    last_name: str,
+    locale: str | None = None,
 ) -> None:
-    """An unverified row mirrors its latest registration; only a code can make it verified."""
+    """An unverified row mirrors its latest registration (its locale when it asked for one);
+    only a code can make it verified."""
     await tx.run(
         _SET_REGISTRATION,
         id=user_id,
         password_hash=password_hash,
         first_name=first_name,
         last_name=last_name,
+        locale=locale,
     )
 
 

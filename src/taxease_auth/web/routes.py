@@ -25,8 +25,9 @@ from taxease_auth.api.schemas import (
     VerifyOtpRequest,
 )
 from taxease_auth.auth.code_requests import accept_code_request
+from taxease_auth.auth.login import LoginChallenge
 from taxease_auth.auth.registration import Registration
-from taxease_auth.auth.service import CodeSubmission, LoginChallenge
+from taxease_auth.auth.service import CodeSubmission
 from taxease_auth.auth.sessions import Authenticated, EndReason, Sessions
 from taxease_auth.errors import (
     EmailNotVerified,
@@ -195,6 +196,7 @@ async def sign_up(request: Request) -> Response:
                 password=parsed.password,
                 first_name=parsed.first_name,
                 last_name=parsed.last_name,
+                locale=pages.locale(request),  # the account's mail in the page's language
             ),
             client_ip=client_ip,
         )
@@ -274,7 +276,7 @@ async def verify_page(request: Request) -> Response:
 
 
 async def _resend(request: Request, flow: dict[str, Any], back: str, field: str) -> Response:
-    browser, _ = _web(request)
+    browser, pages = _web(request)
     service, client_ip = caller(request)
     try:
         await accept_code_request(
@@ -284,6 +286,7 @@ async def _resend(request: Request, flow: dict[str, Any], back: str, field: str)
             client_ip,
             challenge_id=flow.get("challenge_id"),
             registration_id=flow.get("registration_id"),
+            locale=pages.locale(request),
         )
     except RateLimited as error:
         errors = _rate_limited(error, field)
@@ -373,7 +376,9 @@ async def forgot(request: Request) -> Response:
         return pages.render(request, "forgot.html", status_code=422, errors=errors, values=values)
     service, client_ip = caller(request)
     try:
-        await accept_code_request(service, parsed.email, Purpose.PASSWORD_RESET, client_ip)
+        await accept_code_request(
+            service, parsed.email, Purpose.PASSWORD_RESET, client_ip, locale=pages.locale(request)
+        )
     except RateLimited as error:
         errors = _rate_limited(error, "email")
         return pages.render(request, "forgot.html", status_code=429, errors=errors, values=values)
