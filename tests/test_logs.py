@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
 from taxease_auth.config import Settings
@@ -153,6 +154,15 @@ def _has_code(body: str) -> bool:
     return True
 
 
+_LINK_TOKEN = re.compile(r"/c/([A-Za-z0-9_-]{22})")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def link_tokens(mails: list[dict[str, str]]) -> list[str]:
+    """The mail link tokens (DESIGN.md §12) in ``mails``, in order."""
+    return [token for mail in mails for token in _LINK_TOKEN.findall(mail["body"])]
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -175,7 +185,9 @@ async def test_no_secret_or_address_in_logs_across_every_route(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ses.verify_identity(SENDER)
-    settings = log_settings(ses_settings, log_format="json")
+    settings = log_settings(
+        ses_settings, log_format="json", public_base_url="http://127.0.0.1:8001"
+    )
     service_logging(settings)
     running = await start_app(settings)
     client = running.client
@@ -246,6 +258,32 @@ async def test_no_secret_or_address_in_logs_across_every_route(
     # registering the verified address again: a notice to the owner, same answer
     assert (await client.post("/api/v1/auth/register", json=REGISTRATION)).status_code == 201
     await ses.wait_for(EMAIL, 5)  # code, code, reset code, password changed, account exists
+
+    # the mail link of a new reset code: a scanner's GET, the button, the dead link after it
+    reset = await client.post("/api/v1/auth/password-reset/request", json={"email": EMAIL})
+    assert reset.status_code == 202
+    mails = await ses.wait_for(EMAIL, 6)
+    for value in [*link_tokens(mails), *(await codes_mailed(ses, 6))]:
+        secrets.add(value)
+    link = f"/c/{link_tokens(mails)[-1]}"
+    # Production cookies are Secure: the browser reaches the pages over HTTPS. This test's
+    # own client (httpx, which the service never uses) logs the URLs it asks for: quieted, so
+    # only the service's lines are judged.
+    test_client_logger = logging.getLogger("httpx")
+    test_client_logger.disabled = True
+    try:
+        async with httpx.AsyncClient(
+            transport=client._transport, base_url="https://testserver"
+        ) as browser:
+            shown = await browser.get(link)
+            assert shown.status_code == 200
+            csrf = _CSRF.search(shown.text)
+            assert csrf is not None
+            pressed = await browser.post(link, data={"csrf_token": csrf.group(1)})
+            assert pressed.headers.get("location") == "/reset"
+            assert (await browser.get(link)).status_code == 400
+    finally:
+        test_client_logger.disabled = False
     await running.settled_outbox()
 
     stderr = capsys.readouterr().err

@@ -24,6 +24,7 @@ from taxease_auth.api.body_limit import BodySizeLimit
 from taxease_auth.api.observability import RequestObservability
 from taxease_auth.auth.guessing import refuse_likely_guessing
 from taxease_auth.auth.limits import RateLimits
+from taxease_auth.auth.mail_link import MailLinks
 from taxease_auth.auth.passwords import PasswordHasher, common_passwords
 from taxease_auth.auth.service import AuthService
 from taxease_auth.auth.sessions import Sessions
@@ -111,6 +112,7 @@ def create_app(
             limits=rate_limits,
             mail_queued=worker.wake if worker else _nothing,
         )
+        app.state.mail_links = MailLinks(settings, database, clock)  # /c/{token}, §12
         worker_task = asyncio.create_task(worker.run()) if worker else None
         if serving:
             _tune_garbage_collector()

@@ -44,11 +44,16 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """One development server (console mail, SQLite) for the module's browser tests."""
     directory = tmp_path_factory.mktemp("web")
     limits = {name.upper(): str(value) for name, value in GENEROUS_LIMITS.items()}
+    port = free_port()
     env = process_environment(
-        f"sqlite:///{directory / 'web.sqlite3'}", **limits, LOG_LEVEL="WARNING"
+        f"sqlite:///{directory / 'web.sqlite3'}",
+        **limits,
+        LOG_LEVEL="WARNING",
+        # The mail links (/c/{token}) point at this server, as they point at `make run`'s.
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
     )
     db_upgrade(env)
-    with serving(env, directory, free_port()) as running:
+    with serving(env, directory, port) as running:
         yield running
 
 

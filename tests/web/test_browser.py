@@ -10,6 +10,7 @@ Browser tests are about the pages, not the database: they run in the SQLite run 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ AXE_RUN = """async (tags) => {
     nodes: v.nodes.map((n) => n.target.join(" "))}));
 }"""
 MAIL_WAIT_SECONDS = 20.0
+LINK = re.compile(r"http://127\.0\.0\.1:[0-9]+/c/[A-Za-z0-9_-]{22}")
 LOCALES = ["en", "fr-CA"]
 # A heading of each page, per language: the page really is in that language.
 HEADINGS = {
@@ -215,3 +217,51 @@ def test_error_states_pass_axe(
 
     assert page.evaluate("document.activeElement.id") == "password"
     check_page(page, "signin-errors", locale)
+
+
+def link_mailed_to(running: Running, recipient: str, number: int) -> str:
+    """The mail link (DESIGN.md §12) of the ``number``-th code mailed to ``recipient``."""
+    wait_for_code(running, recipient, number)
+    mails = [mail for mail in mails_printed(running.stdout) if f"\nTo: {recipient}\n" in mail]
+    links = [LINK.search(mail) for mail in mails]
+    found = [match.group(0) for match in links if match is not None]
+    return found[number - 1]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_mail_link_opened_in_chromium_spends_nothing_until_the_button(
+    new_page: Callable[..., Page], web_server: Running, locale: str
+) -> None:
+    base = web_server.base_url
+    email = f"link-{locale.lower()}@example.com"
+    page = new_page(locale=locale)
+    page.goto(f"{base}/signup")
+    page.fill("#email", email)
+    page.fill("#first_name", "Léa")
+    page.fill("#last_name", "Roy")
+    page.fill("#password", STRONG_PASSWORD)
+    page.check("#accept_terms")
+    submit(page, "/signup")
+    link = link_mailed_to(web_server, email, 1)
+    assert link.startswith(f"{base}/c/")
+
+    # A mail scanner's browser opens the link, with script on, and leaves: nothing is spent.
+    scanner = new_page(locale=locale)
+    scanner.goto(link)
+    code = scanner.locator(".code-shown").inner_text()
+    assert code == wait_for_code(web_server, email, 1)
+    check_page(scanner, "link", locale)
+    scanner.goto(link)
+    assert scanner.locator(".code-shown").inner_text() == code
+
+    # The person opens it on another device and presses the one button.
+    person = new_page(locale=locale)
+    person.goto(link)
+    with person.expect_navigation():
+        person.locator(f"main form[action='/c/{link.rsplit('/', 1)[1]}'] button.primary").click()
+    assert person.url == f"{base}/?done=verified"
+
+    # The link is spent: the same page as a wrong code.
+    person.goto(link)
+    assert person.locator(".code-shown").count() == 0
+    assert person.locator("p.notice").count() == 1

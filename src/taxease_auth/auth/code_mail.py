@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from taxease_auth import metrics
+from taxease_auth.auth import mail_link
 from taxease_auth.auth import otp as codes
 from taxease_auth.auth.emails import mask_email
 from taxease_auth.config import Settings
@@ -35,6 +36,7 @@ class CodeMail:
         self._renderer = renderer
         self._fingerprint = fingerprint
         self._lifetime = timedelta(minutes=settings.otp_expiry_minutes)
+        self._link_base = mail_link.link_base(settings)
 
     def new_code(
         self,
@@ -54,9 +56,21 @@ class CodeMail:
 
         ``first_name`` is None for mail to an address not verified yet: a name there is the
         registrant's claim, not the mailbox owner's, and the mail greets with "Hello,".
+        Where links can be made (``mail_link.link_base``) the mail also carries
+        ``/c/{token}``: the code is then the token's (``mail_link.code_for``) and the row keeps
+        the token's keyed hash.
         """
         settings = self._settings
-        code = settings.active_developer_otp or codes.generate_otp(settings.otp_length)
+        token = link = link_hash = None
+        if self._link_base is not None:
+            token = mail_link.new_token()
+            link = mail_link.link_url(self._link_base, token)
+            link_hash = mail_link.token_hash(settings.signing_key, token)
+        code = settings.active_developer_otp or (
+            mail_link.code_for(token, settings.otp_length)
+            if token is not None
+            else codes.generate_otp(settings.otp_length)
+        )
         return NewCode(
             email=email,
             purpose=purpose,
@@ -70,12 +84,14 @@ class CodeMail:
                 first_name=first_name,
                 expires_minutes=settings.otp_expiry_minutes,
                 locale=locale,
+                link=link,
             ),
             email_hash=self._fingerprint(email),
             ip=client_ip,
             pending=pending,
             challenge_id=challenge_id,
             registration_id=registration_id,
+            link_token_hash=link_hash,
         )
 
     async def issue(self, tx: Transaction, code: NewCode, *, now: datetime) -> None:

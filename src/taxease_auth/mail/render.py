@@ -107,6 +107,7 @@ class MailRenderer:
         first_name: str | None = None,
         expires_minutes: int | None = None,
         locale: str | None = None,
+        link: str | None = None,
     ) -> RenderedMail:
         """Render the subject, HTML body and text body of one mail.
 
@@ -116,7 +117,8 @@ class MailRenderer:
         ``first_name`` is None or empty: callers pass no name in code mail to an address not
         yet verified, since the name there is the registrant's claim, not the mailbox owner's.
         ``locale`` (``"en"``, ``"fr-CA"``; ``fr``, ``fr_CA`` and the like are matched) picks
-        the language; None or an unsupported one gives DEFAULT_LOCALE.
+        the language; None or an unsupported one gives DEFAULT_LOCALE. ``link`` (code kinds
+        only) is the mail link's address (DESIGN.md §12), shown under the code.
         """
         kind = MailKind(kind)
         if kind in CODE_KINDS:
@@ -128,6 +130,7 @@ class MailRenderer:
             # A notice must never carry a code, even if a caller passes one by mistake.
             code = None
             expires_minutes = None
+            link = None
         tag = self.locale(locale)
         name = strip_control_chars(first_name) if first_name else ""
         context = {
@@ -135,6 +138,7 @@ class MailRenderer:
             "lang": tag,
             "first_name": name or None,
             "code": code,
+            "link": link,
             # "5 minutes", "1 minute", "1 000 minutes": the locale's words and digits.
             "duration": None
             if expires_minutes is None
@@ -149,7 +153,13 @@ class MailRenderer:
 
     def render_test(self) -> RenderedMail:
         """The mail `taxease-auth send-test` sends: no code, no user data."""
-        context = {"app_name": self.app_name, "lang": "en", "first_name": None, "code": None}
+        context = {
+            "app_name": self.app_name,
+            "lang": "en",
+            "first_name": None,
+            "code": None,
+            "link": None,
+        }
         # An operator's check: in English whatever DEFAULT_LOCALE says.
         environment = self._environments["en"]
         html = environment.get_template("test_mail.html").render(context)

@@ -35,6 +35,8 @@ class NewCode:
     challenge_id: str | None = None
     # A registration's code retires only its own registration's earlier code (DESIGN.md §11).
     registration_id: str | None = None
+    # The keyed hash of the mail link's token (DESIGN.md §12), when the mail carries a link.
+    link_token_hash: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -54,14 +56,15 @@ _RETIRE = Statement("""
 _INSERT_CODES = Statement("""
     INSERT INTO otps (email, purpose, code_hash, expires_at, used, attempts, created_at,
                       pending_password_hash, pending_first_name, pending_last_name, challenge_id,
-                      registration_id)
+                      registration_id, link_token_hash)
     SELECT email, purpose, code_hash, expires_at, FALSE, 0, :now,
-           password_hash, first_name, last_name, challenge_id, registration_id
+           password_hash, first_name, last_name, challenge_id, registration_id, link_token_hash
     FROM unnest(:emails::text[], :purposes::text[], :code_hashes::text[],
                 :expires::timestamptz[], :password_hashes::text[], :first_names::text[],
-                :last_names::text[], :challenge_ids::text[], :registration_ids::text[])
+                :last_names::text[], :challenge_ids::text[], :registration_ids::text[],
+                :link_token_hashes::text[])
          AS code(email, purpose, code_hash, expires_at, password_hash, first_name, last_name,
-                 challenge_id, registration_id)
+                 challenge_id, registration_id, link_token_hash)
     RETURNING id, email, purpose, registration_id
 """)
 _INSERT_MAILS = Statement("""
@@ -112,6 +115,7 @@ async def issue(tx: Transaction, codes: Sequence[NewCode], *, now: datetime) -> 
             pending=code.pending,
             challenge_id=code.challenge_id,
             registration_id=code.registration_id,
+            link_token_hash=code.link_token_hash,
         )
         await outbox.enqueue(
             tx,
@@ -153,6 +157,7 @@ async def _issue_together(tx: Transaction, codes: Sequence[NewCode], *, now: dat
         last_names=[last_name for _, _, last_name in pending],
         challenge_ids=[code.challenge_id for code in codes],
         registration_ids=registration_ids,
+        link_token_hashes=[code.link_token_hash for code in codes],
     )
     # RETURNING's order is not promised: the ids are matched by key, unique here.
     otp_ids = {(email, purpose, reg): otp_id for otp_id, email, purpose, reg in rows}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,10 +51,10 @@ _RETIRE_ALL = Statement("""
 _INSERT = Statement("""
     INSERT INTO otps (email, purpose, code_hash, expires_at, used, attempts, created_at,
                       pending_password_hash, pending_first_name, pending_last_name, challenge_id,
-                      registration_id)
+                      registration_id, link_token_hash)
     VALUES (:email, :purpose, :code_hash, :expires_at, FALSE, 0, :now,
             :pending_password_hash, :pending_first_name, :pending_last_name, :challenge_id,
-            :registration_id)
+            :registration_id, :link_token_hash)
     RETURNING id
 """)
 _CANDIDATE_COLUMNS = """
@@ -141,8 +142,9 @@ async def add(
     pending: tuple[str, str, str] | None = None,
     challenge_id: str | None = None,
     registration_id: str | None = None,
+    link_token_hash: str | None = None,
 ) -> int:
-    """Store a new code's hash; its id."""
+    """Store a new code's hash (and its mail link's token hash); its id."""
     pending_hash, pending_first, pending_last = pending or (None, None, None)
     row = await tx.one(
         _INSERT,
@@ -156,6 +158,7 @@ async def add(
         pending_last_name=pending_last,
         challenge_id=challenge_id,
         registration_id=registration_id,
+        link_token_hash=link_token_hash,
     )
     assert row is not None
     return int(row[0])
@@ -273,3 +276,46 @@ async def challenge_is_live(
         and not any(used for used, _, _ in rows)
         and min(utc_required(created) for _, created, _ in rows) > started_after
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedCode:
+    """The live code a mail link's token leads to: what spending it needs."""
+
+    id: int
+    email: str
+    purpose: str
+    code_hash: str
+    challenge_id: str | None
+    registration_id: str | None
+
+
+# Live only: unused, unretired, unexpired, tries left (the link dies with its code).
+_BY_LINK = Statement("""
+    SELECT id, email, purpose, code_hash, challenge_id, registration_id
+    FROM otps
+    WHERE link_token_hash = :hash AND used = FALSE AND retired_at IS NULL
+      AND expires_at > :now AND attempts < :max_attempts
+    ORDER BY id DESC LIMIT 1
+""")
+_FORGET_LINK = Statement("""
+    UPDATE otps SET link_token_hash = NULL WHERE id = :id AND link_token_hash = :hash
+""")
+
+
+async def by_link(
+    tx: Transaction, *, token_hashes: Sequence[str], now: datetime, max_attempts: int
+) -> tuple[LinkedCode, str] | None:
+    """The live code whose link token hashes to one of ``token_hashes`` (one per key, current
+    first), with the hash that matched; None when there is none or it is dead. Changes
+    nothing."""
+    for token_hash in token_hashes:
+        row = await tx.one(_BY_LINK, hash=token_hash, now=now, max_attempts=max_attempts)
+        if row is not None:
+            return LinkedCode(row[0], row[1], row[2], row[3], row[4], row[5]), token_hash
+    return None
+
+
+async def forget_link(tx: Transaction, otp_id: int, *, token_hash: str) -> bool:
+    """Make a link unusable (its code stays as it is); True for exactly one caller."""
+    return await tx.run(_FORGET_LINK, id=otp_id, hash=token_hash) == 1

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from taxease_auth.config import Settings
-from taxease_auth.web import routes
+from taxease_auth.web import link_routes, routes
 from taxease_auth.web.browser import Browser
 from taxease_auth.web.headers import PageHeaders
 from taxease_auth.web.pages import Pages
@@ -23,5 +23,6 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.browser = browser
     app.state.pages = Pages(settings, browser)
     app.include_router(routes.router)
+    app.include_router(link_routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(PageHeaders)

@@ -26,6 +26,7 @@ from taxease_auth.api.schemas import (
 )
 from taxease_auth.auth.code_requests import accept_code_request
 from taxease_auth.auth.login import LoginChallenge
+from taxease_auth.auth.mail_link import LINK_PATH, is_well_formed
 from taxease_auth.auth.registration import Registration
 from taxease_auth.auth.service import CodeSubmission
 from taxease_auth.auth.sessions import Authenticated, EndReason, Sessions
@@ -248,6 +249,8 @@ def _render_code_page(
     _, pages = _web(request)
     settings = request.app.state.settings
     context.setdefault("notice", _notice(request))
+    # The code a mail link carried (link_routes.py): filled in, the new password to type.
+    context.setdefault("values", {"code": flow.get("code") or ""})
     return pages.render(
         request,
         template,
@@ -561,8 +564,11 @@ async def choose_language(request: Request) -> Response:
     if form is None:
         return _form_expired(request)
     back = form.get("next", "/")
-    # Only our own pages: never an open redirect.
-    response = _redirect(back if back in PAGE_PATHS and back != "/language" else "/")
+    # Only our own pages (a mail link's among them): never an open redirect.
+    own_page = (back in PAGE_PATHS and back != "/language") or (
+        back.startswith(LINK_PATH) and is_well_formed(back.removeprefix(LINK_PATH))
+    )
+    response = _redirect(back if own_page else "/")
     if form.get("locale") in SUPPORTED_LOCALES:
         browser.set_locale(response, form["locale"])
     return response
