@@ -19,8 +19,9 @@ from sqlalchemy import select
 
 from taxease_auth.auth import mail_link
 from taxease_auth.clock import ManualClock
+from taxease_auth.mail.render import CODE_KINDS, MailRenderer
 from taxease_auth.store.db import make_sessionmaker
-from taxease_auth.store.models import Base, Otp
+from taxease_auth.store.models import Base, MailKind, Otp
 from tests.api.conftest import (
     audit_events,
     login,
@@ -342,3 +343,43 @@ async def test_production_links_only_with_public_base_url(
         assert found_base == base
         assert mail_link.is_well_formed(token)
         assert extract_code(mail["body"]) == mail_link.code_for(token, 6)
+
+
+# --- the mail itself ----------------------------------------------------------------------------
+
+SAMPLE = "http://127.0.0.1:8001/c/AAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.parametrize("kind", sorted(CODE_KINDS))
+@pytest.mark.parametrize(("locale", "words"), [("en", "open this page"), ("fr-CA", "ouvrez")])
+def test_a_code_mail_carries_its_link_in_both_languages(
+    kind: MailKind, locale: str, words: str
+) -> None:
+    mail = MailRenderer("TaxEase").render(
+        kind, code="123456", expires_minutes=5, locale=locale, link=SAMPLE
+    )
+
+    assert f'href="{SAMPLE}"' in mail.html
+    assert f"\n{SAMPLE}\n" in mail.text
+    assert words in mail.text
+    assert extract_code(mail.text) == extract_code(mail.html) == "123456"
+
+
+def test_a_notice_never_carries_a_link() -> None:
+    mail = MailRenderer("TaxEase").render(MailKind.PASSWORD_CHANGED, link=SAMPLE)
+
+    assert SAMPLE not in mail.html + mail.text
+
+
+def test_tokens_codes_and_hashes() -> None:
+    tokens = {mail_link.new_token() for _ in range(200)}
+    codes = {mail_link.code_for(token, 6) for token in tokens}
+
+    assert len(tokens) == 200
+    assert all(mail_link.is_well_formed(token) for token in tokens)
+    assert all(len(code) == 6 and code.isdigit() for code in codes)
+    assert len(codes) > 190  # 200 draws from a million
+    assert mail_link.code_for("A" * 22, 8) == mail_link.code_for("A" * 22, 8)
+    token = next(iter(tokens))
+    assert mail_link.token_hash("key one", token) != mail_link.token_hash("key two", token)
+    assert token not in mail_link.token_hash("key one", token)

@@ -14,6 +14,9 @@ from taxease_auth.store.models import MailKind
 
 SAMPLE_CODE = "042917"
 SAMPLE_FIRST_NAME = "Zoë"
+# A code mail carries its link (DESIGN.md §12) where PUBLIC_BASE_URL (or development mode) gives
+# one: the preview shows where it goes and what it says.
+SAMPLE_LINK = "http://127.0.0.1:8001/c/SAMPLE-link-token-123"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,11 @@ def write_preview(
     created if missing. Raises ``ValueError`` for an unsupported locale."""
     renderer = MailRenderer(app_name, default_locale=locale)
     mail = renderer.render(
-        kind, code=SAMPLE_CODE, first_name=first_name, expires_minutes=expires_minutes
+        kind,
+        code=SAMPLE_CODE,
+        first_name=first_name,
+        expires_minutes=expires_minutes,
+        link=SAMPLE_LINK,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     html = out_dir / f"{kind.value}.{locale}.html"
