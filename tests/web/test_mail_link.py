@@ -141,7 +141,7 @@ async def test_the_post_spends_the_apis_budgets(
 
     pressed = await press_the_button(app.client, token)
 
-    assert pressed.status_code == 400
+    assert pressed.status_code == 429
     assert "Too many attempts. Try again in" in pressed.text
     [row] = await otp_rows(app, "spent@example.com")
     assert not row.used

@@ -35,12 +35,10 @@ def _parts(request: Request) -> tuple[Browser, Pages, MailLinks]:
     return state.browser, state.pages, state.mail_links
 
 
-def _dead_link(request: Request, notice: Text | None = None) -> Response:
+def _dead_link(request: Request) -> Response:
     """The page of a wrong code: one answer for every token that leads nowhere."""
     _, pages, _ = _parts(request)
-    return pages.render(
-        request, "link.html", status_code=400, link=None, notice=notice or Text(BAD_CODE)
-    )
+    return pages.render(request, "link.html", status_code=400, link=None, notice=Text(BAD_CODE))
 
 
 @router.get("/c/{token}")
@@ -90,7 +88,15 @@ async def follow_link(request: Request, token: str) -> Response:
     except InvalidCode:
         return _dead_link(request)
     except RateLimited as error:
-        return _dead_link(request, Text(RATE_LIMITED, {"seconds": error.retry_after}))
+        # As the code pages say it: the link stays usable once the budget allows.
+        return pages.render(
+            request,
+            "link.html",
+            status_code=429,
+            link=link,
+            purpose=row.purpose,
+            notice=Text(RATE_LIMITED, {"seconds": error.retry_after}),
+        )
     if purpose is Purpose.PASSWORD_RESET:
         return await _to_new_password(request, links, link)
     if tokens is None:
