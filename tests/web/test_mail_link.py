@@ -29,6 +29,7 @@ from tests.api.conftest import (
     register,
     request_reset,
     verified_user,
+    verify,
 )
 from tests.conftest import (
     SENDER,
@@ -181,6 +182,18 @@ async def test_a_link_dies_with_its_code_when_a_new_code_retires_it(dev_app: Run
 
     assert (await dev_app.client.get(f"/c/{first}")).status_code == 400
     assert (await dev_app.client.get(f"/c/{second}")).status_code == 200
+
+
+async def test_a_link_dies_when_its_code_has_no_tries_left(dev_app: RunningApp) -> None:
+    answer = await register(dev_app.client, "tries@example.com")
+    registration_id = answer.json()["registration_id"]
+    token, code = await mailed_link(dev_app, "tries@example.com", 1)
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(dev_app.settings.otp_max_attempts):
+        await verify(dev_app.client, "tries@example.com", wrong, registration_id=registration_id)
+
+    assert (await dev_app.client.get(f"/c/{token}")).status_code == 400
+    assert (await press_the_button(dev_app.client, token)).status_code == 400
 
 
 async def test_a_login_link_signs_in_the_browser_that_presses_the_button(
