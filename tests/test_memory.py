@@ -9,11 +9,11 @@ The bounds are what this code holds today with a margin, not the issue's targets
 development, 110 MB in production with SES), which are not reached. Measured at the commit
 that set them (``python -m bench.rss`` for the table, ``--modules`` for where it goes):
 
-    idle RSS, MB                          before 16.1   before this round   now
-    development (SQLite, console)              109            96.1          95.2
-    production, SES, SQLite + memory://        131           117.0         ~113
-    production, SES, SQLite + Redis              -               -          121.3
-    production, SES, PostgreSQL + Redis          -           131.5          121.7
+    idle RSS, MB                          issue 16   at 98091fb   now
+    development (SQLite, console)              109         96.1      95.2
+    production, SES, SQLite + memory://        131        117.0     113.2
+    production, SES, SQLite + Redis              -        127.7     121.3
+    production, SES, PostgreSQL + Redis          -        131.5     121.8
 
 What remains is the libraries a server runs on, measured per module (``--modules``):
 SQLAlchemy with its ORM ~20 MB, cryptography ~8 MB, pydantic and pydantic-core ~8 MB,
