@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
 from taxease_auth.clock import ManualClock
+from taxease_auth.store.sql import Database
 from tests.api.conftest import INVALID_TOKEN, login_token, me, verified_user
 from tests.conftest import STRONG_PASSWORD, RunningApp, SettingsFactory, StartApp
 
@@ -115,3 +117,17 @@ async def test_token_still_works_after_the_key_moves_to_previous_keys(
     )
 
     assert (await me(after.client, token)).status_code == 200
+
+
+async def test_me_answers_while_a_writer_holds_its_transaction(dev_app: RunningApp) -> None:
+    """/me only reads: it must not queue behind a write (on SQLite, the process's one write
+    lock, which a refresh, a login or the delivery worker holds while it works)."""
+    await verified_user(dev_app, "reader@example.com")
+    token = await login_token(dev_app.client, "reader@example.com", STRONG_PASSWORD)
+    database: Database = dev_app.app.state.sessions._db
+
+    async with database.transaction():
+        response = await asyncio.wait_for(me(dev_app.client, token), timeout=5)
+
+    assert response.status_code == 200
+    assert response.json()["email"] == "reader@example.com"

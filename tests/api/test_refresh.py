@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from taxease_auth.auth.emails import email_fingerprint
 from taxease_auth.clock import ManualClock
@@ -110,6 +110,35 @@ async def test_same_token_within_the_grace_period_gets_the_same_pair(
     assert again.json() == answer
     assert (await me(app.client, answer["access_token"])).status_code == 200
     assert (await refresh(app.client, answer["refresh_token"])).status_code == 200
+
+
+async def test_a_retry_finds_an_answer_sealed_before_the_successor_row_kept_it(
+    clocked_app: RunningApp,
+) -> None:
+    """Rows rotated by the previous layout kept the sealed answer on the used token's own row
+    (a deployment within the grace period of a rotation must not end that session)."""
+    app = clocked_app
+    first = await logged_in(app, "layout@example.com")
+    answer = (await refresh(app.client, first["refresh_token"])).json()
+    async with app.app.state.engine.begin() as connection:
+        await connection.execute(
+            update(RefreshToken)
+            .where(RefreshToken.used_at.is_not(None))
+            .values(
+                grace_answer=select(RefreshToken.grace_answer)
+                .where(RefreshToken.used_at.is_(None))
+                .scalar_subquery()
+            )
+        )
+        await connection.execute(
+            update(RefreshToken).where(RefreshToken.used_at.is_(None)).values(grace_answer=None)
+        )
+
+    _clock(app).advance(timedelta(seconds=5))
+    again = await refresh(app.client, first["refresh_token"])
+
+    assert again.status_code == 200
+    assert again.json() == answer
 
 
 async def test_reuse_after_the_grace_period_ends_the_session(clocked_app: RunningApp) -> None:

@@ -279,9 +279,9 @@ class Sessions:
     async def live(self, caller: Authenticated) -> list[SessionRow]:
         """The caller's live sessions, newest first."""
         now = self._clock.now()
-        async with self._db.transaction() as tx:
+        async with self._db.reading() as reader:
             return await rows.live_of_user(
-                tx, user_id=caller.user.id, now=now, idle_cutoff=now - self._idle
+                reader, user_id=caller.user.id, now=now, idle_cutoff=now - self._idle
             )
 
     # --- bearer tokens ---------------------------------------------------------------------------
@@ -291,16 +291,20 @@ class Sessions:
         session ended (a pre-upgrade token: revoked by a password reset)."""
         claims = self._tokens.decode(access_token)
         now = self._clock.now()
-        async with self._db.transaction() as tx:
+        # Reads only, outside a transaction: on SQLite no turn on the write lock (every
+        # request of a client calls /me), on PostgreSQL no BEGIN and COMMIT round trips. The
+        # session is read before the account, so a logout committed before this request
+        # started is seen.
+        async with self._db.reading() as reader:
             if claims.session_id is not None and not await rows.is_live(
-                tx,
+                reader,
                 session_id=claims.session_id,
                 user_id=claims.user_id,
                 now=now,
                 idle_cutoff=now - self._idle,
             ):
                 raise InvalidToken("session ended")
-            user = await users.get_by_id(tx, claims.user_id)
+            user = await users.get_by_id(reader, claims.user_id)
         if user is None:
             raise InvalidToken("no such user")
         if claims.session_id is None and user.token_version != claims.token_version:

@@ -27,7 +27,7 @@ class RefreshRow:
     token_hash: str
     session_id: str
     used_at: datetime | None
-    grace_answer: str | None
+    grace_answer: str | None  # of a used token: the sealed answer its rotation gave
     user_id: int
     last_used_at: datetime
     expires_at: datetime
@@ -45,26 +45,29 @@ _INSERT_TOKEN = Statement("""
     INSERT INTO refresh_tokens (token_hash, session_id, created_at)
     VALUES (:token_hash, :session_id, :now)
 """)
+# A rotation's sealed answer is kept on the row of the token it issued (the successor), and
+# forgotten when that token is itself rotated (the client evidently received it): one
+# statement per refresh fewer than keeping it on the used row and clearing it there later.
+# A used token's answer is its successor's (by primary key); rows rotated before this layout
+# kept it on the used token's own row, hence the COALESCE.
 _BY_TOKEN = Statement("""
-    SELECT t.token_hash, t.session_id, t.used_at, t.grace_answer, s.user_id, s.last_used_at,
-           s.expires_at, s.ended_at, s.amr, u.email, u.email_verified
+    SELECT t.token_hash, t.session_id, t.used_at, COALESCE(n.grace_answer, t.grace_answer),
+           s.user_id, s.last_used_at, s.expires_at, s.ended_at, s.amr, u.email, u.email_verified
     FROM refresh_tokens t
     JOIN sessions s ON s.id = t.session_id
     JOIN users u ON u.id = s.user_id
+    LEFT JOIN refresh_tokens n ON n.token_hash = t.replaced_by
     WHERE t.token_hash = :token_hash
 """)
 # The single-use guard: of simultaneous rotations of one token, exactly one matches
-# `used_at IS NULL`; the others change no row.
+# `used_at IS NULL`; the others change no row. The answer that issued this token is dropped.
 _ROTATE = Statement("""
-    UPDATE refresh_tokens SET used_at = :now, replaced_by = :next_hash, grace_answer = :grace
+    UPDATE refresh_tokens SET used_at = :now, replaced_by = :next_hash, grace_answer = NULL
     WHERE token_hash = :token_hash AND used_at IS NULL
 """)
-# The previous rotation's sealed answer is no longer needed once its token's successor is
-# itself rotated: the client evidently received it. (By replaced_by, indexed: a session's
-# tokens add up, one per refresh, and a scan of them would grow with its age.)
-_FORGET_PREVIOUS_ANSWER = Statement("""
-    UPDATE refresh_tokens SET grace_answer = NULL
-    WHERE replaced_by = :token_hash AND grace_answer IS NOT NULL
+_INSERT_SUCCESSOR = Statement("""
+    INSERT INTO refresh_tokens (token_hash, session_id, created_at, grace_answer)
+    VALUES (:token_hash, :session_id, :now, :grace)
 """)
 _TOUCH = Statement("UPDATE sessions SET last_used_at = :now WHERE id = :id")
 _END = Statement("""
@@ -145,14 +148,14 @@ async def rotate(
     grace_answer: str,
     now: datetime,
 ) -> bool:
-    """Mark the token used and add its successor, in one conditional update; False (nothing
-    changed) when another rotation of the same token got there first."""
-    if not await tx.run(
-        _ROTATE, token_hash=token_hash, next_hash=next_hash, grace=grace_answer, now=now
-    ):
+    """Mark the token used (one conditional update) and add its successor, which keeps
+    ``grace_answer`` (the sealed answer for a retry of this token); False (nothing changed)
+    when another rotation of the same token got there first."""
+    if not await tx.run(_ROTATE, token_hash=token_hash, next_hash=next_hash, now=now):
         return False
-    await tx.run(_INSERT_TOKEN, token_hash=next_hash, session_id=session_id, now=now)
-    await tx.run(_FORGET_PREVIOUS_ANSWER, token_hash=token_hash)
+    await tx.run(
+        _INSERT_SUCCESSOR, token_hash=next_hash, session_id=session_id, now=now, grace=grace_answer
+    )
     await tx.run(_TOUCH, id=session_id, now=now)
     return True
 

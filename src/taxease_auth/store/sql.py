@@ -115,6 +115,14 @@ class Database(Protocol):
     def transaction(self) -> TransactionScope:
         """``async with db.transaction() as tx``: committed on exit, rolled back on an error."""
 
+    def reading(self) -> TransactionScope:
+        """``async with db.reading() as reader``: statements that only read, each on its own
+        (no transaction: nothing to commit, no lock), each seeing what was committed before
+        it. For the request path's lookups that write nothing (a bearer token's session and
+        account): on SQLite they neither wait for nor hold up a writer (WAL); on PostgreSQL
+        they take one round trip each instead of BEGIN and COMMIT around them. Writing
+        through it is a bug (refused on SQLite: the connection is query_only)."""
+
     async def close(self) -> None:
         """Close what this object opened itself (the engine is its owner's to dispose of)."""
 
@@ -196,23 +204,40 @@ class SqliteDatabase:
         self._commits_since_checkpoint = 0
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint: asyncio.Future[None] | None = None
+        self._reader: sqlite3.Connection | None = None
 
     def transaction(self) -> _SqliteScope:
         return _SqliteScope(self)
+
+    def reading(self) -> _SqliteReading:
+        return _SqliteReading(self)
 
     async def close(self) -> None:
         async with self._lock:
             if self._checkpoint is not None:
                 await self._checkpoint
-            for connection in (self._connection, self._checkpointer):
+            for connection in (self._connection, self._checkpointer, self._reader):
                 if connection is not None:
                     connection.close()
-            self._connection = self._checkpointer = None
+            self._connection = self._checkpointer = self._reader = None
 
     async def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = await asyncio.to_thread(_connect, self._path)
         return self._connection
+
+    async def _connect_reader(self) -> sqlite3.Connection:
+        """A second connection, for ``reading``: in autocommit, each SELECT is a read
+        transaction of its own that sees the last commit; in WAL mode it never waits for the
+        writer (nor the writer for it), so it takes no turn on the write lock."""
+        if self._reader is None:
+            reader = await asyncio.to_thread(_connect, self._path)
+            if self._reader is None:  # another request opened one meanwhile: keep that
+                reader.execute("PRAGMA query_only=ON")
+                self._reader = reader
+            else:
+                reader.close()
+        return self._reader
 
     def _committed(self) -> None:
         """Count a commit; every CHECKPOINT_EVERY, copy the WAL into the database in a thread.
@@ -289,6 +314,24 @@ class _SqliteScope:
             if connection.in_transaction:  # after an error, or a COMMIT that failed
                 connection.execute("ROLLBACK")
             self._database._lock.release()
+
+
+class _SqliteReading:
+    __slots__ = ("_database",)
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._database = database
+
+    async def __aenter__(self) -> _SqliteTransaction:
+        return _SqliteTransaction(await self._database._connect_reader())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Nothing to end: each statement was its own read transaction."""
 
 
 async def _begin_immediate(connection: sqlite3.Connection) -> None:

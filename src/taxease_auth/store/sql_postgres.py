@@ -97,6 +97,9 @@ class PostgresDatabase:
     def transaction(self) -> _PostgresScope:
         return _PostgresScope(self)
 
+    def reading(self) -> _PostgresReading:
+        return _PostgresReading(self)
+
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._opening:
@@ -154,3 +157,29 @@ class _PostgresScope:
             raise Conflict(str(error)) from error
         finally:
             await self._pool.release(self._connection)
+
+
+class _PostgresReading:
+    """A pooled connection without a transaction: each statement commits on its own (one
+    round trip; READ COMMITTED gives each statement of a transaction its own snapshot anyway)."""
+
+    __slots__ = ("_connection", "_database", "_pool")
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+        self._pool: asyncpg.Pool | None = None
+        self._connection: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> _PostgresTransaction:
+        pool = self._pool = await self._database.pool()
+        self._connection = await pool.acquire()
+        return _PostgresTransaction(self._connection)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._pool is not None
+        await self._pool.release(self._connection)
