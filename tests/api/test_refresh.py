@@ -230,6 +230,25 @@ async def test_malformed_token_is_a_422(dev_app: RunningApp, token: Any) -> None
     assert response.json()["detail"][0]["loc"] == ["body", "refresh_token"]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not json", b"[]", b'"x"', b"{}", b"[" * 5000, b"\xff\xfe", b'{"refresh_token": 1'],
+    ids=["empty", "not-json", "array", "string", "no-field", "deep", "not-utf8", "truncated"],
+)
+async def test_a_hostile_body_is_a_422_of_fastapis_shape(
+    dev_app: RunningApp, content: bytes
+) -> None:
+    """token/refresh reads its body itself: every bad body is still FastAPI's 422 shape."""
+    response = await dev_app.client.post(
+        f"{API}/token/refresh", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    [item] = response.json()["detail"]
+    assert set(item) == {"type", "loc", "msg"}
+    assert item["loc"][0] == "body"
+
+
 async def test_session_ends_after_session_idle_days_without_a_refresh(
     clocked_app: RunningApp,
 ) -> None:
