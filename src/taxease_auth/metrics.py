@@ -62,6 +62,15 @@ CODES_ISSUED = Counter("taxease_codes_issued_total", "One-time codes issued", ["
 CODES_CHECKED = Counter(
     "taxease_codes_checked_total", "Code submissions by outcome", ["purpose", "outcome"]
 )
+# Group commit of code checks (auth/verify_batch.py): checks per commit = checked / commits.
+CODE_CHECK_COMMITS = Counter(
+    "taxease_code_check_commits_total", "Transactions that committed code checks (each holds many)"
+)
+CODE_CHECKS_WAITING = Gauge(
+    "taxease_code_checks_waiting",
+    "Code submissions admitted and waiting for a transaction",
+    multiprocess_mode="livesum",
+)
 LOGINS = Counter("taxease_logins_total", "Login attempts by outcome", ["outcome"])
 MAILS = Counter(
     "taxease_mails_total",

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from taxease_auth import metrics
-from taxease_auth.auth import otp as codes
 from taxease_auth.auth.audit_trail import AuditTrail
+from taxease_auth.auth.code_check import CodeChecker, CodeSubmission
 from taxease_auth.auth.code_mail import CodeMail, code_issued
 from taxease_auth.auth.deferred import AfterAnswer
 from taxease_auth.auth.emails import email_fingerprint, mask_email
@@ -35,6 +34,7 @@ from taxease_auth.auth.registration import (
     new_registration_id,
 )
 from taxease_auth.auth.sessions import EndReason, Sessions, SessionTokens
+from taxease_auth.auth.verify_batch import Verifications
 from taxease_auth.clock import Clock
 from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidCode
@@ -43,9 +43,12 @@ from taxease_auth.mail.render import MailRenderer
 from taxease_auth.store import issuing, otps, users
 from taxease_auth.store.issuing import NewCode
 from taxease_auth.store.models import MailKind, Purpose
-from taxease_auth.store.otps import CodeRow
 from taxease_auth.store.sql import Database, Transaction
 from taxease_auth.store.users import UserRow
+
+# CodeSubmission (auth/code_check.py) and LoginChallenge (auth/login.py) are part of the
+# service's API: its callers import them from here.
+__all__ = ["AuthService", "CodeSubmission", "LoginChallenge"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +63,6 @@ MAX_ISSUES_IN_PROGRESS = 64
 # Requested codes issued in one transaction, at most. On SQLite a batch runs on the event loop
 # without a pause (~60 µs a code): 16 keep that pause near a millisecond.
 ISSUE_BATCH = 16
-
-
-@dataclass(frozen=True, slots=True)
-class CodeSubmission:
-    """A code as a client submitted it, for one email and purpose (and login challenge)."""
-
-    email: str
-    code: str
-    purpose: Purpose
-    client_ip: str
-    challenge_id: str | None = None
-    user_agent: str | None = None  # a login code starts a session: shown in its list
-    # email_verification only (ignored for the other purposes): that registration's code.
-    registration_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +82,6 @@ def _greeted_name(user: UserRow) -> str | None:
     """The name a mail to ``user`` greets: none until the address is verified, since until
     then the name is a registrant's claim, not the mailbox owner's (Review 17.5)."""
     return user.first_name if user.email_verified else None
-
-
-def _metric_outcome(label: str) -> str:
-    """A code check's outcome as /metrics shows it: ``verified``, ``malformed`` (the input
-    alone) or ``rejected``. "no live code" only happens for an address without a code (an
-    unknown one among them) and "wrong", "locked", "expired" or "already used" only for one
-    with a code: counted apart, they told whether an account exists (Review 17.3). The audit
-    trail keeps the precise reason."""
-    return label if label in ("verified", "malformed") else "rejected"
 
 
 class AuthService:
@@ -142,6 +122,7 @@ class AuthService:
         )
         self._registrations = AfterAnswer("registration", capacity=MAX_REGISTRATIONS_IN_PROGRESS)
         self._audit_trail = AuditTrail(clock, self._fingerprint)
+        self._checker = CodeChecker(settings, clock, self._audit_trail)
         self._login = Login(
             settings=settings,
             database=database,
@@ -152,6 +133,13 @@ class AuthService:
             code_mail=self._code_mail,
             audit=self._audit_trail,
             fingerprint=self._fingerprint,
+            mail_queued=mail_queued,
+        )
+        self._verifications = Verifications(
+            database=database,
+            checker=self._checker,
+            registrar=self._registrar,
+            login=self._login,
             mail_queued=mail_queued,
         )
 
@@ -265,8 +253,9 @@ class AuthService:
 
     async def drain_requested_codes(self) -> None:
         """Issue what is queued, registrations included (at shutdown: every answered request
-        gets its code)."""
+        gets its code), and commit the code checks in progress."""
         await self._registrations.drain()
+        await self._verifications.drain()
         while self._issuer is not None and not self._issuer.done():
             await asyncio.shield(self._issuer)
 
@@ -318,7 +307,9 @@ class AuthService:
         newest = {
             (request.email, request.purpose, request.registration_id): request for request in batch
         }
-        requests = list(newest.values())
+        # In address order, as code checks are batched (auth/verify_batch.py): two batches
+        # then take PostgreSQL's row locks in one order and cannot deadlock on each other.
+        requests = sorted(newest.values(), key=lambda request: request.email)
         accounts = await users.get_many_by_email(tx, [request.email for request in requests])
         issued: list[tuple[_CodeRequest, NewCode]] = []
         for request in requests:
@@ -388,43 +379,13 @@ class AuthService:
         )
 
     async def verify_code(self, submitted: CodeSubmission) -> SessionTokens | None:
-        """Check a code and apply its effect; InvalidCode for every kind of failure.
-
-        - email_verification: the account becomes verified with the registration's password;
-        - login: the code is consumed and an access token returned;
-        - password_reset: the code is checked but *not* consumed (it is spent by
-          ``confirm_password_reset``), so a client can validate it before asking for the new
-          password; wrong tries still count.
-        """
+        """Check a code and apply its effect (``auth/verify_batch.py``: checks that arrive
+        together share one commit, each answered after it); InvalidCode for every kind of
+        failure. A login code's answer carries the session's tokens."""
         await self._admit_code_attempt(submitted)
-        purpose = submitted.purpose
-        if purpose is Purpose.LOGIN and submitted.challenge_id is None:
-            raise await self._failed(submitted, InvalidCode("login code without challenge"))
-        token: SessionTokens | None = None
-        async with self._db.transaction() as tx:
-            outcome = await self._check_code(
-                tx, submitted, consume=purpose is not Purpose.PASSWORD_RESET
-            )
-            if isinstance(outcome, InvalidCode):
-                pass  # commit the counted attempt, then raise below
-            elif purpose is Purpose.EMAIL_VERIFICATION:
-                await self._registrar.activate(
-                    tx, outcome, bound=submitted.registration_id is not None
-                )
-            elif purpose is Purpose.LOGIN:
-                token = await self._login.start_with_code(
-                    tx,
-                    submitted.email,
-                    client_ip=submitted.client_ip,
-                    user_agent=submitted.user_agent,
-                )
-        if isinstance(outcome, InvalidCode):
-            raise await self._failed(submitted, outcome)
-        if purpose is Purpose.EMAIL_VERIFICATION:
-            self._mail_queued()  # a verification without a password mails a notice
-        elif purpose is Purpose.LOGIN:
-            self._login.code_login_succeeded(submitted.email)
-        return token
+        if submitted.purpose is Purpose.LOGIN and submitted.challenge_id is None:
+            raise InvalidCode("login code without challenge")
+        return await self._verifications.verify(submitted)
 
     async def confirm_password_reset(
         self, email: str, code: str, new_password: str, *, client_ip: str
@@ -441,7 +402,7 @@ class AuthService:
         # Hash first: a wrong code then costs the same time as a right one.
         password_hash = await self._hasher.hash(new_password)
         async with self._db.transaction() as tx:
-            outcome = await self._check_code(tx, submitted, consume=True)
+            outcome = await self._checker.check(tx, submitted, consume=True)
             user = None if isinstance(outcome, InvalidCode) else await users.get_by_email(tx, email)
             if user is not None:
                 # Raising here rolls the transaction back: the code stays usable.
@@ -462,8 +423,9 @@ class AuthService:
                 await otps.retire_live(tx, email=email, purpose=None, now=now)
                 await self._queue_notice(tx, user, MailKind.PASSWORD_CHANGED, now)
                 await self._audit_trail.record(tx, "password_reset", email, client_ip, "success")
+        self._checker.counted(submitted, outcome)
         if isinstance(outcome, InvalidCode):
-            raise await self._failed(submitted, outcome)
+            raise outcome
         if user is None:
             raise InvalidCode("account vanished")
         logger.info("password reset for %s", mask_email(email))
@@ -500,81 +462,6 @@ class AuthService:
         await self._limits.spend(
             self._limits.verify_failures_per_email, self._fingerprint(submitted.email)
         )
-
-    @staticmethod
-    async def _failed(submitted: CodeSubmission, error: InvalidCode) -> InvalidCode:
-        """A failed code attempt (its slot of the address's budget was taken on admission);
-        returns the error."""
-        return error
-
-    async def _check_code(
-        self, tx: Transaction, submitted: CodeSubmission, *, consume: bool
-    ) -> CodeRow | InvalidCode:
-        """The matching live code (consumed when asked), or the InvalidCode to raise after the
-        transaction commits (a wrong attempt must be counted even though the call fails)."""
-        outcome = await self._match_code(tx, submitted, consume=consume)
-        label = outcome.reason if isinstance(outcome, InvalidCode) else "verified"
-        metrics.CODES_CHECKED.labels(
-            purpose=submitted.purpose, outcome=_metric_outcome(label)
-        ).inc()
-        event = "code_verified" if isinstance(outcome, CodeRow) else "code_failed"
-        if label == "locked":
-            event = "code_locked"
-        await self._audit_trail.record(
-            tx,
-            event,
-            submitted.email,
-            submitted.client_ip,
-            "success" if isinstance(outcome, CodeRow) else "failure",
-            purpose=submitted.purpose,
-            detail=None if isinstance(outcome, CodeRow) else label,
-        )
-        if isinstance(outcome, InvalidCode):
-            # DEBUG: each rejection is in the audit trail (with its reason) and counted in
-            # taxease_codes_checked_total; at INFO a guessing flood writes a line per guess.
-            logger.debug(
-                "%s code rejected for %s: %s", submitted.purpose, mask_email(submitted.email), label
-            )
-        return outcome
-
-    async def _match_code(
-        self, tx: Transaction, submitted: CodeSubmission, *, consume: bool
-    ) -> CodeRow | InvalidCode:
-        max_attempts = self._settings.otp_max_attempts
-        if not codes.is_well_formed(submitted.code, self._settings.otp_length):
-            return InvalidCode("malformed")
-        candidate = await otps.newest_candidate(
-            tx,
-            email=submitted.email,
-            purpose=submitted.purpose,
-            challenge_id=submitted.challenge_id,
-            registration_id=(
-                submitted.registration_id
-                if submitted.purpose is Purpose.EMAIL_VERIFICATION
-                else None
-            ),
-        )
-        now = self._clock.now()
-        if candidate is None:
-            return InvalidCode("no live code")
-        if candidate.expires_at <= now:
-            return InvalidCode("expired")
-        if candidate.attempts >= max_attempts:
-            return InvalidCode("too many attempts")
-        if not codes.code_matches(
-            self._settings.verification_keys,
-            email=submitted.email,
-            purpose=submitted.purpose,
-            code=submitted.code,
-            stored_hash=candidate.code_hash,
-        ):
-            # The attempt that uses up the code's last try locks it: "locked" in the audit.
-            locks = candidate.attempts + 1 >= max_attempts
-            await otps.count_wrong_attempt(tx, candidate.id, max_attempts=max_attempts)
-            return InvalidCode("locked" if locks else "wrong")
-        if consume and not await otps.consume(tx, candidate.id, now=now, max_attempts=max_attempts):
-            return InvalidCode("already used")
-        return candidate
 
     @staticmethod
     def _code_issued(code: NewCode) -> None:
