@@ -24,7 +24,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The whole suite once per database: SQLite (a migrated file per test), then PostgreSQL (a
-# private server the suite starts from its binaries; tests/conftest.py). Each run prints its
+# private server the suite starts from its binaries; tests/conftest.py). Modules marked
+# database_independent (no test reaches the database: rendering, config, parsing...) run in
+# the SQLite run only; tests/conftest.py states the rule. Each run prints its
 # time; both run even when the first fails. `make test DATABASES=postgresql` runs one only;
 # PYTEST_ARGS goes to pytest (`make test PYTEST_ARGS="-x -k verify"`).
 DATABASES ?= sqlite postgresql

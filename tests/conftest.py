@@ -113,9 +113,22 @@ def _restore_logging() -> Iterator[None]:
 # default) or `--database=postgresql` (a private server the suite starts from the binaries).
 # Tests SQLite is the subject of are marked `sqlite_only`, tests of PostgreSQL's concurrency
 # `postgresql_only`; the other run deselects them.
+#
+# `database_independent` (a whole module: `pytestmark = pytest.mark.database_independent`)
+# runs in the SQLite run only, since a second run proves nothing new. The rule: no test of
+# the module reaches the database `--database` names, not even through a fixture (no
+# `database_url`, `make_settings`, `start_app`, `dev_app`, `ses_settings`...), so both runs
+# would execute exactly the same code: pure functions (addresses, names, codes, tokens,
+# passwords, config, mail rendering, catalogues, feedback parsing) and parts with a store of
+# their own (the pacer on Redis). A module where any test goes through the store (register,
+# login, verify, outbox, sessions, feedback events, purge) stays in both runs, whatever its
+# subject. `--database=postgresql` deselects the marked modules like `sqlite_only` ones.
 
 DATABASES = ("sqlite", "postgresql")
 ONLY_MARKERS = {"sqlite": "sqlite_only", "postgresql": "postgresql_only"}
+# Run once, in this database's run (see above).
+INDEPENDENT_MARKER = "database_independent"
+INDEPENDENT_RUN = "sqlite"
 POSTGRES_MISSING = (
     "PostgreSQL binaries (initdb, pg_ctl, postgres) not found on PATH or in "
     "/usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql) to run the "
@@ -138,11 +151,21 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the tests that belong to the other database's run."""
+    """Deselect the tests that belong to the other database's run, and the database-
+    independent ones outside the SQLite run."""
     database = config.getoption("--database")
     other = {ONLY_MARKERS[kind] for kind in DATABASES if kind != database}
+    if database != INDEPENDENT_RUN:
+        other.add(INDEPENDENT_MARKER)
     selected, deselected = [], []
     for item in items:
+        if item.get_closest_marker(INDEPENDENT_MARKER) and "databases" in getattr(
+            item, "fixturenames", ()
+        ):
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked {INDEPENDENT_MARKER} but reaches the database "
+                "(fixture `databases`): it must run in both runs; remove the module's marker"
+            )
         if any(item.get_closest_marker(marker) for marker in other):
             deselected.append(item)
         else:

@@ -16,6 +16,8 @@ from taxease_auth.config import (
 )
 from tests.conftest import SENDER, TEST_SECRET_KEY
 
+pytestmark = pytest.mark.database_independent
+
 
 @pytest.fixture(autouse=True)
 def _no_stray_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

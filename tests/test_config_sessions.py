@@ -10,6 +10,8 @@ import pytest
 from taxease_auth.config import load_settings
 from tests.test_config import config_error, production
 
+pytestmark = pytest.mark.database_independent
+
 
 @pytest.fixture(autouse=True)
 def _no_stray_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

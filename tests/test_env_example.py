@@ -10,6 +10,8 @@ import pytest
 
 from taxease_auth.config import EmailBackendName, Settings
 
+pytestmark = pytest.mark.database_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

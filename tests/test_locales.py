@@ -8,6 +8,8 @@ from taxease_auth.config import ConfigError, load_settings
 from taxease_auth.locales import SUPPORTED_LOCALES, supported_locale, translations
 from tests.conftest import SENDER, TEST_SECRET_KEY
 
+pytestmark = pytest.mark.database_independent
+
 PRODUCTION = {
     "development_mode": False,
     "secret_key": TEST_SECRET_KEY,

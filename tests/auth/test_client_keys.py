@@ -6,6 +6,8 @@ import pytest
 
 from taxease_auth.auth.client_keys import client_budget_key
 
+pytestmark = pytest.mark.database_independent
+
 
 @pytest.mark.parametrize(
     ("address", "prefix", "key"),

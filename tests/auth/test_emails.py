@@ -16,6 +16,8 @@ from taxease_auth.auth.emails import (
 )
 from taxease_auth.store.models import EMAIL_MAX_LENGTH
 
+pytestmark = pytest.mark.database_independent
+
 
 @pytest.mark.parametrize(
     ("given", "canonical"),

@@ -15,6 +15,8 @@ from taxease_auth.auth.guessing import refuse_likely_guessing, settings_bound
 from taxease_auth.config import ConfigError, load_settings
 from tests.conftest import SENDER, TEST_SECRET_KEY
 
+pytestmark = pytest.mark.database_independent
+
 
 def production(**overrides: Any) -> dict[str, Any]:
     return {

@@ -12,6 +12,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from taxease_auth.auth.limits import TUPLE_MAX_AMOUNT, LocalMovingWindow
 
+pytestmark = pytest.mark.database_independent
+
 
 class FakeTime:
     def __init__(self) -> None:

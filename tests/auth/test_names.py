@@ -9,6 +9,8 @@ import pytest
 from taxease_auth.auth.names import MAX_MARKS_IN_A_ROW, clean_name
 from taxease_auth.store.models import NAME_MAX_LENGTH
 
+pytestmark = pytest.mark.database_independent
+
 # Every class the review named (issue 17 item 5), with a witness of each.
 REFUSED = {
     "line separator U+2028": "\u2028",

@@ -9,6 +9,8 @@ import pytest
 
 from taxease_auth.auth.otp import code_matches, generate_otp, hash_code, is_well_formed
 
+pytestmark = pytest.mark.database_independent
+
 SAMPLES = 100_000
 KEY = "testing-secret-key-testing-secret-key-0001"
 OLD_KEY = "an-older-secret-key-an-older-secret-key-00"

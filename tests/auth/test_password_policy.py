@@ -23,6 +23,8 @@ from taxease_auth.config import Settings
 from taxease_auth.errors import WeakPassword
 from tests.conftest import FAST_HASHING, STRONG_PASSWORD
 
+pytestmark = pytest.mark.database_independent
+
 
 def _settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"_env_file": None, "development_mode": True, **FAST_HASHING}

@@ -14,6 +14,8 @@ from taxease_auth.config import Settings
 from taxease_auth.errors import WeakPassword
 from tests.conftest import FAST_HASHING, STRONG_PASSWORD
 
+pytestmark = pytest.mark.database_independent
+
 
 def _text(length: int) -> str:
     """``length`` characters of a passphrase: no pattern the policy refuses besides length."""

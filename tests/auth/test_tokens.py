@@ -21,6 +21,8 @@ from taxease_auth.clock import ManualClock
 from taxease_auth.config import Settings
 from taxease_auth.errors import InvalidToken
 
+pytestmark = pytest.mark.database_independent
+
 KEY = "testing-secret-key-testing-secret-key-0001"
 OLD_KEY = "an-older-secret-key-an-older-secret-key-00"
 ISSUER = "http://127.0.0.1:8001"  # development mode without PUBLIC_BASE_URL

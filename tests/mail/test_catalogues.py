@@ -17,6 +17,8 @@ from babel.messages.pofile import read_po
 
 from taxease_auth.locales import CATALOGUE_DIR, SUPPORTED_LOCALES, babel_identifier, catalogue_path
 
+pytestmark = pytest.mark.database_independent
+
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 NBSP = "\u00a0"

@@ -11,6 +11,8 @@ from taxease_auth.clock import ManualClock
 from taxease_auth.mail.backends.console import ConsoleBackend
 from taxease_auth.mail.message import Message
 
+pytestmark = pytest.mark.database_independent
+
 
 def make_message(number: int = 1) -> Message:
     return Message(

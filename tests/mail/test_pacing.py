@@ -20,6 +20,8 @@ from taxease_auth.mail.pacing import RATE_HEADROOM, Grid, SendPacer, shared_pace
 from tests.support import free_port, redis_server
 from tests.support.fault_proxy import max_in_any_window
 
+pytestmark = pytest.mark.database_independent
+
 
 class SimulatedTime:
     """A wall clock that moves only when a pacer sleeps."""
@@ -184,6 +186,7 @@ async def test_pacers_sharing_one_memory_storage_share_the_rate() -> None:
     assert max_in_any_window(times) <= 40
 
 
+@pytest.mark.usefixtures("worker_process_heap")
 async def test_four_workers_share_the_rate_through_redis(redis_url: str) -> None:
     # Four pacers with their own connections: what four worker processes would hold.
     pacers = [shared_pacer(redis_url) for _ in range(4)]

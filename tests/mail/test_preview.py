@@ -11,6 +11,8 @@ from taxease_auth.cli import app
 from taxease_auth.mail.preview import SAMPLE_CODE
 from taxease_auth.store.models import MailKind
 
+pytestmark = pytest.mark.database_independent
+
 SUBJECT_WORDS = {"en": "TaxEase", "fr-CA": "TaxEase"}
 GREETING = {"en": "Hello Zoë,", "fr-CA": "Bonjour Zoë,"}
 

@@ -7,6 +7,8 @@ import pytest
 from taxease_auth.mail.render import CODE_KINDS, MailRenderer, sanitize_header_value
 from taxease_auth.store.models import MailKind
 
+pytestmark = pytest.mark.database_independent
+
 NOTICE_KINDS = [kind for kind in MailKind if kind not in CODE_KINDS]
 
 

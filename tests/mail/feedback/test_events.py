@@ -18,6 +18,8 @@ from taxease_auth.mail.feedback.events import (
 )
 from tests.mail.feedback import examples
 
+pytestmark = pytest.mark.database_independent
+
 MESSAGE_ID = "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000"
 TOPIC = "arn:aws:sns:ca-central-1:123456789012:ses-feedback"
 
