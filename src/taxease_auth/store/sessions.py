@@ -70,6 +70,21 @@ _INSERT_SUCCESSOR = Statement("""
     VALUES (:token_hash, :session_id, :now, :grace)
 """)
 _TOUCH = Statement("UPDATE sessions SET last_used_at = :now WHERE id = :id")
+# PostgreSQL: the three statements of a rotation in one round trip (data-modifying CTEs); the
+# successor and the session's last use are written only when the conditional update matched.
+_ROTATE_POSTGRES = Statement("""
+    WITH rotated AS (
+        UPDATE refresh_tokens SET used_at = :now, replaced_by = :next_hash, grace_answer = NULL
+        WHERE token_hash = :token_hash AND used_at IS NULL
+        RETURNING session_id
+    ), successor AS (
+        INSERT INTO refresh_tokens (token_hash, session_id, created_at, grace_answer)
+        SELECT :next_hash, session_id, :now, :grace FROM rotated
+    ), touched AS (
+        UPDATE sessions SET last_used_at = :now WHERE id IN (SELECT session_id FROM rotated)
+    )
+    SELECT count(*) FROM rotated
+""")
 _END = Statement("""
     UPDATE sessions SET ended_at = :now, end_reason = :reason
     WHERE id = :id AND user_id = :user_id AND ended_at IS NULL
@@ -151,6 +166,15 @@ async def rotate(
     """Mark the token used (one conditional update) and add its successor, which keeps
     ``grace_answer`` (the sealed answer for a retry of this token); False (nothing changed)
     when another rotation of the same token got there first."""
+    if tx.dialect == "postgresql":
+        row = await tx.one(
+            _ROTATE_POSTGRES,
+            token_hash=token_hash,
+            next_hash=next_hash,
+            grace=grace_answer,
+            now=now,
+        )
+        return row is not None and bool(row[0])
     if not await tx.run(_ROTATE, token_hash=token_hash, next_hash=next_hash, now=now):
         return False
     await tx.run(
