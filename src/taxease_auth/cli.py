@@ -215,6 +215,7 @@ def worker() -> None:
 async def _run_worker(settings: Settings) -> None:
     from taxease_auth import metrics
     from taxease_auth.clock import SystemClock
+    from taxease_auth.heap import freeze_startup_objects
     from taxease_auth.mail.backends import build_backend
     from taxease_auth.mail.worker import build_worker
     from taxease_auth.store.budget import warn_if_over_budget
@@ -235,6 +236,7 @@ async def _run_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, lambda: asyncio.ensure_future(delivery.stop()))
+        freeze_startup_objects()  # no full collection stalls the pace (taxease_auth/heap.py)
         await delivery.run()
     finally:
         await backend.aclose()

@@ -616,6 +616,7 @@ def test_worker_command_refuses_to_run_beside_another_worker_on_sqlite(
 # --- rate ------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("worker_process_heap")
 async def test_pacing_keeps_under_max_send_rate_with_slow_ses(delivery: Delivery) -> None:
     recipients = await delivery.queue(60)
     # SES takes 100 ms a call and throttles past 20/s: one call at a time would manage 10/s.
