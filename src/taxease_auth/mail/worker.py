@@ -66,6 +66,9 @@ if TYPE_CHECKING:
     # boto3 comes with it: imported by build_worker only when the feedback queue is set.
     from taxease_auth.mail.feedback.consumer import FeedbackConsumer
 
+# Retention moved to housekeeping.py; still importable from here, as before.
+__all__ = ["DeliveryWorker", "Outcome", "Retention", "build_worker"]
+
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
