@@ -75,8 +75,8 @@ async def test_a_flood_of_keys_stays_at_the_bound_and_the_attacked_budget_keeps_
 async def test_a_failure_budget_checked_and_refused_is_kept_like_a_refused_hit(
     clock: FakeTime,
 ) -> None:
-    """Failure budgets are checked with ``test`` (ensure_left) and charged only on failure:
-    an address whose wrong-password budget is spent must stay spent while it is tried."""
+    """A failure budget read with ``test``: an address whose wrong-password budget is spent
+    must stay spent while it is tried, however many other keys arrive."""
     local = LocalMovingWindow(max_keys=100)
     (failures,) = parse_many("2/15 minutes")
     for _ in range(2):

@@ -255,15 +255,6 @@ class RateLimits:
                 metrics.RATE_LIMITED.labels(budget=budget.name).inc()
                 raise RateLimited(await self._retry_after(item, budget.name, *keys))
 
-    async def ensure_left(self, budget: Budget, *keys: str) -> None:
-        """RateLimited if the budget is already spent; counts nothing (failure budgets are only
-        charged on failure, with ``charge``)."""
-        keys = self._keys_of(budget, keys)
-        for item in budget.items:
-            if not await self._limiter.test(item, budget.name, *keys):
-                metrics.RATE_LIMITED.labels(budget=budget.name).inc()
-                raise RateLimited(await self._retry_after(item, budget.name, *keys))
-
     async def charge(self, budget: Budget, *keys: str) -> None:
         """Count one failure against a budget, without refusing anything now."""
         keys = self._keys_of(budget, keys)
