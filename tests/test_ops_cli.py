@@ -593,6 +593,7 @@ async def test_audit_lists_an_addresss_events_found_by_fingerprint(
     running = await start_app(make_settings())
     await register(running.client, "Audited@Example.com")
     await register(running.client, "other@example.com")
+    await running.requested_codes_issued()  # code_issued is written after the 201
     await running.client.post(
         "/api/v1/auth/login", json={"email": "audited@example.com", "password": "wrong password!!"}
     )

@@ -2,7 +2,7 @@
 separate processes would have, with their transactions interleaving in the server.
 
 - a claim skips the rows another transaction has locked (``FOR UPDATE SKIP LOCKED``) and never
-  waits for them;
+  waits for them, and leases no more than its limit whatever plan the server picks;
 - two delivery workers claiming at once send each of 200 rows exactly once;
 - correct submissions of one code through two apps succeed exactly once.
 """
@@ -29,6 +29,7 @@ from taxease_auth.mail.worker import build_worker
 from taxease_auth.store import outbox
 from taxease_auth.store.db import make_engine, make_sessionmaker
 from taxease_auth.store.models import EmailOutbox, MailKind, OutboxStatus
+from taxease_auth.store.sql import Statement
 from tests.api.conftest import INVALID_CODE, register, verify
 from tests.conftest import SettingsFactory, StartApp
 from tests.support import transaction_on
@@ -119,6 +120,27 @@ async def test_a_claim_skips_rows_another_transaction_holds_and_never_waits(
         assert await outbox.claim_due(tx, worker_id="third", now=now, lease=LEASE, limit=10) == []
     leased_by = collections.Counter(row.leased_by for row in await outbox_rows(first))
     assert leased_by == {"first": 4, "second": 6}
+
+
+async def test_a_claim_leases_at_most_its_limit_whatever_plan_the_server_picks(
+    pools: Callable[[], Sessions],
+) -> None:
+    """The plan that once leased 10 rows for a claim of 4 (CI): a nested-loop semi join that
+    runs the locking choice again for each row of the table, each run skipping the rows the
+    statement had just locked and taking the next ones. The planner picked it on its own in
+    CI; here the other ways to join are turned off so that it must."""
+    sessions = pools()
+    await queue_mails(sessions, 10)
+    now = SystemClock().now()
+
+    async with transaction_on(sessions.kw["bind"]) as tx:
+        for method in ("hashjoin", "mergejoin", "material", "hashagg", "sort"):
+            await tx.all(Statement(f"SELECT set_config('enable_{method}', 'off', true)"))
+        claimed = await outbox.claim_due(tx, worker_id="w", now=now, lease=LEASE, limit=4)
+
+    leased = [row for row in await outbox_rows(sessions) if row.leased_by == "w"]
+    assert len(claimed) == 4
+    assert sorted(row.id for row in leased) == sorted(row.id for row in claimed) == [1, 2, 3, 4]
 
 
 async def test_two_workers_claiming_at_once_send_every_row_exactly_once(

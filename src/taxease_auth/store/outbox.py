@@ -90,24 +90,35 @@ class ClaimedMail:
 
 
 _CLAIM = """
+    {due}
     UPDATE email_outbox
     SET lease_expires_at = :lease_until, leased_by = :worker_id, updated_at = :now
-    WHERE id IN (
-        SELECT id FROM email_outbox
-        WHERE status = 'pending' AND next_attempt_at <= :now
-          AND (lease_expires_at IS NULL OR lease_expires_at < :now)
-        ORDER BY next_attempt_at, id
-        LIMIT :limit {lock})
+    WHERE id IN ({ids})
     RETURNING id, recipient, kind, subject, html_body, text_body, attempts, next_attempt_at,
               send_before, last_error, idempotency_key,
               EXISTS (SELECT 1 FROM suppressed_addresses
                       WHERE suppressed_addresses.email = email_outbox.recipient)
 """
-# PostgreSQL: rows another worker's claim holds are skipped, never waited for. SQLite has no
-# row locks (and no such clause): there one worker claims, held to it by SqliteWorkerLock.
+_DUE = """
+    SELECT id FROM email_outbox
+    WHERE status = 'pending' AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY next_attempt_at, id
+    LIMIT :limit
+"""
+# PostgreSQL: rows another worker's claim holds are skipped, never waited for. The locking
+# choice runs once, in a materialised CTE: as an IN subquery the planner may run it again for
+# each row it updates, and each run skips the rows the statement itself just locked and takes
+# the next ones, so a claim of 4 leased 10 (CI, tests/store/test_postgres_races.py). SQLite has
+# no row locks (and no such clause): there one worker claims, held to it by SqliteWorkerLock.
 _CLAIMS = {
-    "sqlite": Statement(_CLAIM.format(lock="")),
-    "postgresql": Statement(_CLAIM.format(lock="FOR UPDATE SKIP LOCKED")),
+    "sqlite": Statement(_CLAIM.format(due="", ids=_DUE)),
+    "postgresql": Statement(
+        _CLAIM.format(
+            due=f"WITH due AS MATERIALIZED ({_DUE} FOR UPDATE SKIP LOCKED)",
+            ids="SELECT id FROM due",
+        )
+    ),
 }
 
 
