@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # statement caches off (a statement prepared on one server connection is unknown on the
     # next), and no start-up budget check (it would read the server behind PgBouncer).
     database_pgbouncer: bool = False
+    # PostgreSQL: verify-otp batches (auth/verify_batch.py) checked at once, each in its own
+    # transaction on its own connection; one batch at a time serialised the checks on one
+    # connection (`make bench --database postgresql`: 0.13x the reference). SQLite has one
+    # writer: one batch at a time there, whatever this says.
+    code_check_batches_in_flight: int = Field(default=3, ge=1, le=16)
 
     # --- codes and limits ------------------------------------------------------------------
     otp_max_attempts: int = Field(default=5, ge=1, le=20)

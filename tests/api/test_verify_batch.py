@@ -212,7 +212,9 @@ async def test_a_server_killed_before_its_batch_commits_answered_none_and_spent_
     first = "aa-first@kill.example.com"  # checked alone, first: its batch is held open
     last = "zz-last@kill.example.com"  # checked last in the batch under test: held there
     batched = [f"m{number:02d}@kill.example.com" for number in range(6)]
-    server = _start(servers, server_env, tmp_path, "server")
+    # One batch at a time, so that the held one keeps the others queued for the next.
+    one_batch = {**server_env, "CODE_CHECK_BATCHES_IN_FLIGHT": "1"}
+    server = _start(servers, one_batch, tmp_path, "server")
     holder_first = await asyncpg.connect(_dsn(database_url))
     holder_last = await asyncpg.connect(_dsn(database_url))
     watcher = await asyncpg.connect(_dsn(database_url))
@@ -259,6 +261,37 @@ async def test_a_server_killed_before_its_batch_commits_answered_none_and_spent_
     async with httpx.AsyncClient(timeout=30) as client:
         again = await asyncio.gather(*(_verify(client, server, e) for e in [*batched, last]))
     assert [answer.status_code for answer in again] == [200] * len(again)
+
+
+@pytest.mark.postgresql_only  # batches run side by side on PostgreSQL only
+async def test_a_batch_held_by_a_row_lock_holds_up_no_other_batch(
+    server_env: dict[str, str], database_url: str, tmp_path: Path, servers: list[Running]
+) -> None:
+    held, free = "held@lock.example.com", "free@lock.example.com"
+    server = _start(servers, server_env, tmp_path, "server")  # CODE_CHECK_BATCHES_IN_FLIGHT 3
+    holder = await asyncpg.connect(_dsn(database_url))
+    watcher = await asyncpg.connect(_dsn(database_url))
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await _register(client, server, [held, free])
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT id FROM users WHERE email = $1 FOR UPDATE", held)
+            waiting = asyncio.create_task(_verify(client, server, held))
+            await _waits_on_a_lock(watcher, 1)
+
+            # Another batch, on another connection, checks and commits meanwhile.
+            assert (await _verify(client, server, free)).status_code == 200
+            assert not waiting.done()
+            await holder.execute("COMMIT")
+            assert (await waiting).status_code == 200
+    finally:
+        for connection in (holder, watcher):
+            await connection.close()
+
+    codes, users, _ = await _rows(database_url)
+    for email in (held, free):
+        assert codes[email].used, email
+        assert users[email].email_verified, email
 
 
 async def test_a_server_killed_in_a_flood_gave_200_only_for_what_it_committed(

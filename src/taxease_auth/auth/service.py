@@ -141,6 +141,7 @@ class AuthService:
             registrar=self._registrar,
             login=self._login,
             mail_queued=mail_queued,
+            batches_in_flight=1 if settings.is_sqlite else settings.code_check_batches_in_flight,
         )
 
     # --- registration ------------------------------------------------------------------------

@@ -4,8 +4,9 @@ transaction and one commit, and each is answered only after the commit that hold
 A verification's cost was mostly its own transaction (BEGIN, COMMIT and, on PostgreSQL, their
 round trips and the WAL flush). Here a task of its own takes every admitted submission queued
 since its last commit (up to VERIFY_BATCH), checks them one after another in one transaction
-and commits once; the requests wait for that commit. While a batch is in progress the next
-one queues. What a verification guarantees does not change:
+and commits once; the requests wait for that commit. While the batches allowed at once are in
+progress (one on SQLite, CODE_CHECK_BATCHES_IN_FLIGHT on PostgreSQL, each on its own
+connection) the next one queues. What a verification guarantees does not change:
 
 - single use: each check runs the same conditional updates in order, and a later check in the
   batch sees what an earlier one wrote (two submissions of one code: the first wins, the
@@ -19,8 +20,9 @@ one queues. What a verification guarantees does not change:
   in a transaction of its own, where only the failing one fails.
 
 Submissions are checked in the order of their address (arrival order within one): two
-processes' batches then take PostgreSQL's row locks in one order and cannot deadlock on each
-other.
+batches (of one process or of two) then take PostgreSQL's row locks in one order and cannot
+deadlock on each other; two checks of one address in two batches wait for each other's row
+lock, so the second sees what the first committed.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Verifications:
         registrar: Registrar,
         login: Login,
         mail_queued: Callable[[], None],
+        batches_in_flight: int = 1,
     ) -> None:
         self._db = database
         self._checker = checker
@@ -82,7 +85,8 @@ class Verifications:
         self._login = login
         self._mail_queued = mail_queued
         self._queue: deque[_Waiting] = deque()
-        self._runner: asyncio.Task[None] | None = None
+        self._batches_in_flight = batches_in_flight
+        self._runners: set[asyncio.Task[None]] = set()
 
     async def verify(self, submitted: CodeSubmission) -> SessionTokens | None:
         """Check an admitted submission and apply its effect; return once that is committed.
@@ -99,9 +103,13 @@ class Verifications:
         )
         self._queue.append(_Waiting(submitted, REQUEST_ID.get(), answer))
         metrics.CODE_CHECKS_WAITING.inc()
-        if self._runner is None or self._runner.done():
+        # Counted by done(), not by the set alone: a runner that has just found the queue
+        # empty is done before its callback leaves the set, and this submission needs another.
+        if sum(not runner.done() for runner in self._runners) < self._batches_in_flight:
             # A context of its own: the task outlives the request that happened to start it.
-            self._runner = asyncio.create_task(self._run(), context=contextvars.Context())
+            runner = asyncio.create_task(self._run(), context=contextvars.Context())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
         # A client that goes away cancels only its wait: its submission is checked (and a
         # wrong one counted) all the same.
         result = await answer
@@ -113,8 +121,8 @@ class Verifications:
 
     async def drain(self) -> None:
         """Return once every queued submission is committed and answered (at shutdown)."""
-        while self._runner is not None and not self._runner.done():
-            await asyncio.shield(self._runner)
+        while self._runners:
+            await asyncio.wait(set(self._runners))  # waiting cancels none of them
 
     async def _run(self) -> None:
         batch: list[_Waiting] = []
