@@ -27,6 +27,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from hypothesis import settings as hypothesis_settings
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -45,6 +46,13 @@ from tests.support.pgbouncer import PGBOUNCER_MISSING, PgBouncer
 from tests.support.pgbouncer import find_binary as find_pgbouncer
 from tests.support.postgres import PostgresServer
 from tests.support.postgres import find_binaries as find_postgres_binaries
+
+# Property tests (tests/auth/test_emails.py): 300 examples each in `make test`, 3000 with
+# HYPOTHESIS_PROFILE=thorough (run when the address rules change; it takes two minutes more).
+# Examples that once failed are kept in .hypothesis/ and tried first on every run.
+hypothesis_settings.register_profile("default", max_examples=300, deadline=None)
+hypothesis_settings.register_profile("thorough", max_examples=3000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 TEST_SECRET_KEY = "testing-secret-key-testing-secret-key-0001"
 SENDER = "no-reply@taxease.example"

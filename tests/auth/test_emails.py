@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from taxease_auth.auth.emails import (
@@ -154,13 +154,11 @@ def _canonical_or_none(address: str) -> str | None:
 _PLAIN_CHARS = st.sampled_from("aZ09!#$%&'*+/=?^_`{|}~-.")
 
 
-@settings(max_examples=3000, deadline=None)
 @given(address=st.from_regex(PLAIN_ADDRESS, fullmatch=True))
 def test_fast_path_agrees_with_email_validator_on_plain_addresses(address: str) -> None:
     assert _canonical_or_none(address) == _validator_answer(address)
 
 
-@settings(max_examples=3000, deadline=None)
 @given(
     local=st.text(_PLAIN_CHARS, min_size=1, max_size=70),
     labels=st.lists(st.text(st.sampled_from("aZ09-"), min_size=1, max_size=5), min_size=1),
