@@ -23,24 +23,45 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# The whole suite once per database: SQLite (a migrated file per test), then PostgreSQL (a
-# private server the suite starts from its binaries; tests/conftest.py). Modules marked
-# database_independent (no test reaches the database: rendering, config, parsing...) run in
-# the SQLite run only; tests/conftest.py states the rule. Each run prints its
-# time; both run even when the first fails. `make test DATABASES=postgresql` runs one only;
-# PYTEST_ARGS goes to pytest (`make test PYTEST_ARGS="-x -k verify"`).
+# The whole suite once per database: SQLite (a migrated file per test) and PostgreSQL (a
+# private server the suite starts from its binaries; tests/conftest.py), the two runs side by
+# side (one a core), each writing tests/artifacts/pytest-<database>.log, printed when both are
+# done. Then the tests marked `timing` (they assert a duration or a rate), one database after
+# the other on an otherwise idle machine. Modules marked database_independent (no test
+# reaches the database: rendering, config, parsing...) run in the SQLite run only;
+# tests/conftest.py states the rule. Each run prints its time; every run runs even when one
+# fails. `make test DATABASES=postgresql` runs one only; PYTEST_ARGS goes to pytest
+# (`make test PYTEST_ARGS="-x -k verify"`).
 DATABASES ?= sqlite postgresql
+LOGS := tests/artifacts
 
 test: lint
-	@status=0; summary=""; \
+	@mkdir -p $(LOGS); \
+	echo "=== pytest, not timing: $(DATABASES) side by side (logs: $(LOGS)/pytest-*.log) ==="; \
 	for database in $(DATABASES); do \
-		echo "=== pytest --database=$$database ==="; \
+		( start=$$(date +%s); \
+		  $(BIN)/pytest --database=$$database -m "not timing" $(PYTEST_ARGS) \
+			> $(LOGS)/pytest-$$database.log 2>&1; code=$$?; \
+		  if [ $$code -eq 0 ] || [ $$code -eq 5 ]; then result=passed; else result=FAILED; fi; \
+		  echo "$$database: $$result in $$(( $$(date +%s) - start )) s" \
+			> $(LOGS)/pytest-$$database.result ) & \
+	done; \
+	wait; \
+	status=0; summary=""; \
+	for database in $(DATABASES); do \
+		echo "=== pytest --database=$$database -m 'not timing' ==="; \
+		cat $(LOGS)/pytest-$$database.log; \
+		result=$$(cat $(LOGS)/pytest-$$database.result); \
+		case "$$result" in *FAILED*) status=1;; esac; \
+		summary="$$summary  $$result\n"; \
+	done; \
+	for database in $(DATABASES); do \
+		echo "=== pytest --database=$$database -m timing ==="; \
 		start=$$(date +%s); \
-		if $(BIN)/pytest --database=$$database $(PYTEST_ARGS); then result=passed; \
+		$(BIN)/pytest --database=$$database -m timing $(PYTEST_ARGS); code=$$?; \
+		if [ $$code -eq 0 ] || [ $$code -eq 5 ]; then result=passed; \
 		else result=FAILED; status=1; fi; \
-		seconds=$$(( $$(date +%s) - start )); \
-		echo "=== $$database: $$result in $$seconds s ==="; \
-		summary="$$summary  $$database: $$result in $$seconds s\n"; \
+		summary="$$summary  $$database timing: $$result in $$(( $$(date +%s) - start )) s\n"; \
 	done; \
 	printf "=== make test ===\n$$summary"; \
 	exit $$status

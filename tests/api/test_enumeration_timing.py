@@ -20,7 +20,7 @@ from taxease_auth.store.db import sqlite_write_lock
 from tests.api.conftest import login, outbox_kinds, register, verified_user
 from tests.conftest import RunningApp, SettingsFactory, StartApp
 
-pytestmark = pytest.mark.sqlite_only
+pytestmark = [pytest.mark.sqlite_only, pytest.mark.timing]
 
 SAMPLES = 25
 OWASP_MINIMUM_HASHING = {

@@ -306,6 +306,7 @@ async def test_unverified_account_gets_no_login_code(login_code_app: RunningApp)
 # --- hashing off the event loop ---------------------------------------------------------------
 
 
+@pytest.mark.timing
 async def test_password_hashing_does_not_block_the_event_loop(
     start_app: StartApp, make_settings: SettingsFactory
 ) -> None:

@@ -176,6 +176,7 @@ async def _send_times(pacers: list[SendPacer], per_pacer: int) -> list[float]:
     return times
 
 
+@pytest.mark.timing
 async def test_pacers_sharing_one_memory_storage_share_the_rate() -> None:
     storage = MemoryStorage()
     pacers = [SendPacer(storage, rate=40.0) for _ in range(3)]
@@ -186,6 +187,7 @@ async def test_pacers_sharing_one_memory_storage_share_the_rate() -> None:
     assert max_in_any_window(times) <= 40
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("worker_process_heap")
 async def test_four_workers_share_the_rate_through_redis(redis_url: str) -> None:
     # Four pacers with their own connections: what four worker processes would hold.

@@ -616,6 +616,7 @@ def test_worker_command_refuses_to_run_beside_another_worker_on_sqlite(
 # --- rate ------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.usefixtures("worker_process_heap")
 async def test_pacing_keeps_under_max_send_rate_with_slow_ses(delivery: Delivery) -> None:
     recipients = await delivery.queue(60)
