@@ -3,7 +3,8 @@
 ``make bench`` measures what a client sees, through uvicorn and wrk, in minutes. This calls the
 ASGI application directly (no socket, no HTTP parser), the same settings and seeded rows as
 ``make bench``, one request after another, and prints microseconds of CPU per request for the
-service's verify-otp (valid, wrong), request-otp and the bare reference route. Differences
+service's verify-otp (valid, wrong), request-otp, token/refresh, /me and the bare reference
+route. Differences
 between two versions of the code show here in seconds; ``--profile FILE`` writes a cProfile of
 the named scenario for ``python -m pstats``.
 
@@ -49,9 +50,12 @@ def request_scope(path: str) -> dict[str, Any]:
     }
 
 
-async def post(app: Any, path: str, body: bytes) -> int:
+async def post(app: Any, path: str, body: bytes, method: str = "POST", bearer: str = "") -> int:
     scope = request_scope(path)
+    scope["method"] = method
     scope["headers"] = [*scope["headers"], (b"content-length", str(len(body)).encode())]
+    if bearer:
+        scope["headers"].append((b"authorization", f"Bearer {bearer}".encode()))
     sent = False
     status = 0
 
@@ -123,6 +127,12 @@ async def main_async(args: argparse.Namespace) -> None:
         await asyncio.to_thread(upgrade, settings)
         n = args.requests + 300
         seeded = await seed(settings, valid=n, wrong=n, verified=0)
+        from bench import sessions
+
+        emails = [email for email, _ in seeded.valid[:1000]]
+        live = await sessions.seed_sessions(settings, emails, n + 1000)
+        refresh_bodies = [json.dumps({"refresh_token": t}).encode() for *_, t in live[1000:]]
+        bearer_tokens = sessions.access_tokens(settings, live[:1000])
         # As the server logs (configure_logging: stderr, the console format), into a file.
         log_file = (workdir / "server.log").open("w")
         real_stderr, sys.stderr = sys.stderr, log_file
@@ -156,6 +166,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 "request-otp",
                 lambda i: post(app, "/api/v1/auth/request-otp", request_bodies[i % n]),
                 202,
+            ),
+            (
+                "refresh",
+                lambda i: post(app, "/api/v1/auth/token/refresh", refresh_bodies[i % n]),
+                200,
+            ),
+            (
+                "me",
+                lambda i: post(app, "/api/v1/auth/me", b"", "GET", bearer_tokens[i % 1000]),
+                200,
             ),
         ]
         profile = dict(spec.split(":", 1) for spec in args.profile)

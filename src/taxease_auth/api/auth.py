@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 from fastapi.responses import JSONResponse
 
 from taxease_auth.api.deps import BEARER_SECURITY, bearer_user, caller
+from taxease_auth.api.routing import api_router
 from taxease_auth.api.schemas import (
     ErrorResponse,
     LoginChallengeResponse,
@@ -29,7 +30,7 @@ from taxease_auth.auth.registration import Registration
 from taxease_auth.auth.service import CodeSubmission
 from taxease_auth.store.models import Purpose
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = api_router(prefix="/api/v1/auth", tags=["auth"])
 
 # One text per flow whatever the account's state: the answer never tells whether it exists.
 REGISTERED = "Registration received. Check your email for a verification code."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from limits.errors import ConfigurationError as LimitsError
 from pydantic import SecretStr
@@ -14,10 +14,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taxease_auth import metrics as service_metrics
+from taxease_auth.api.routing import api_router
 from taxease_auth.auth.limits import RateLimits
 from taxease_auth.config import Settings
 
-router = APIRouter(tags=["operations"])
+router = api_router(tags=["operations"])
 logger = logging.getLogger(__name__)
 
 

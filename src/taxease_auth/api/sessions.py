@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from taxease_auth.api.deps import CurrentSession, caller
+from taxease_auth.api.routing import api_router
 from taxease_auth.api.schemas import (
     ErrorResponse,
     RefreshRequest,
@@ -19,7 +20,7 @@ from taxease_auth.api.schemas import (
 )
 from taxease_auth.auth.sessions import EndReason, Sessions
 
-router = APIRouter(prefix="/api/v1/auth", tags=["sessions"])
+router = api_router(prefix="/api/v1/auth", tags=["sessions"])
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Invalid token"},

@@ -4,13 +4,14 @@ cost no database work."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from pydantic import BaseModel, Field
 
+from taxease_auth.api.routing import api_router
 from taxease_auth.auth.tokens import TokenService
 from taxease_auth.config import Settings
 
-router = APIRouter(prefix="/.well-known", tags=["keys"])
+router = api_router(prefix="/.well-known", tags=["keys"])
 
 # Verifiers may keep the keys this long; a rotated-in key is published before it signs
 # anything only if the deploy waits this long, so a new SECRET_KEY's tokens can be refused
