@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Some images set PYTHONDONTWRITEBYTECODE: every process (and every server a test starts) would
+# compile the package again, and pytest rewrite every test module again, at each start.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test lint format clean bench bench-delivery bench-feedback messages
 
