@@ -91,8 +91,11 @@ def test_an_idle_production_server_on_ses_and_redis_stays_lean(
 
 
 # Imported by no server: migrations are `db`'s, boto3 is botocore's resource layer (the SES
-# backend uses botocore's session), PyJWT reads legacy tokens only, zxcvbn is the list's source.
-UNUSED_BY_ANY_SERVER = ("alembic", "boto3", "s3transfer", "jwt", "zxcvbn", "websockets")
+# backend uses botocore's session), PyJWT reads legacy tokens only, zxcvbn is the list's source,
+# watchfiles is uvicorn's --reload (uvicorn imports it whenever it is installed).
+UNUSED_BY_ANY_SERVER = (
+    "alembic", "boto3", "s3transfer", "jwt", "zxcvbn", "websockets", "watchfiles"
+)  # fmt: skip
 UNUSED_BY_A_DEVELOPMENT_SERVER = (*UNUSED_BY_ANY_SERVER, "botocore", "asyncpg", "coredis")
 _STARTED_APP = """
 import asyncio, sys
