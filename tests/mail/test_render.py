@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from babel.units import format_unit
+from hypothesis import given
+from hypothesis import strategies as st
 
-from taxease_auth.mail.render import CODE_KINDS, MailRenderer, sanitize_header_value
+from taxease_auth.mail.render import (
+    CODE_KINDS,
+    MailRenderer,
+    sanitize_header_value,
+    strip_control_chars,
+)
 from taxease_auth.store.models import MailKind
 
 pytestmark = pytest.mark.database_independent
@@ -258,3 +266,60 @@ def test_a_name_is_escaped_in_french_html_too(renderer: MailRenderer):
     assert "<b>x</b>" not in mail.html
     assert "Bonjour &lt;b&gt;x&lt;/b&gt;," in mail.html
     assert "Bonjour <b>x</b>," in mail.text
+
+
+# --- the skeletons (render) against the templates run for each mail (render_with_jinja) ----
+
+
+_NAMES = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40
+) | st.sampled_from(["", "Zoë", "O'Brien", "<script>", 'A "B" & C', "QxSLOTxcodexSLOTxQ"])
+_LINKS = st.none() | st.sampled_from(
+    [
+        "https://auth.taxease.example/c/abc_DEF-123",
+        "http://127.0.0.1:8001/c/x?a=1&b=<2>",
+        "https://e.example/c/\"quoted\"'single'",
+    ]
+)
+
+
+@given(
+    kind=st.sampled_from(sorted(MailKind)),
+    locale=st.sampled_from(["en", "fr-CA"]),
+    code=st.text("0123456789", min_size=6, max_size=6),
+    first_name=_NAMES,
+    link=_LINKS,
+    minutes=st.integers(min_value=1, max_value=100_000),
+)
+def test_a_mail_is_what_its_templates_make_of_its_values(
+    kind: MailKind, locale: str, code: str, first_name: str, link: str | None, minutes: int
+) -> None:
+    renderer = MailRenderer("TaxEase")
+    mail = renderer.render(
+        kind, code=code, first_name=first_name, expires_minutes=minutes, locale=locale, link=link
+    )
+
+    is_code = kind in CODE_KINDS
+    expected = renderer.render_with_jinja(
+        kind,
+        locale,
+        code=code if is_code else None,
+        first_name=strip_control_chars(first_name) or None,
+        link=link if is_code else None,
+        duration=format_unit(
+            minutes, "duration-minute", length="long", locale=locale.replace("-", "_")
+        )
+        if is_code
+        else None,
+    )
+    assert (mail.html, mail.text) == expected
+
+
+def test_a_name_holding_a_marker_is_not_filled_again(renderer: MailRenderer) -> None:
+    mail = renderer.render(
+        MailKind.LOGIN, code="123456", first_name="QxSLOTxcodexSLOTxQ", expires_minutes=5
+    )
+
+    assert "QxSLOTxcodexSLOTxQ" in mail.html
+    assert "QxSLOTxcodexSLOTxQ" in mail.text
+    assert mail.text.count("123456") == 1
