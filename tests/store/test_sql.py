@@ -132,6 +132,34 @@ async def test_a_duplicate_key_is_a_conflict_and_the_transaction_rolls_back(
     assert row.last_login_at is None  # the update before the conflict was rolled back
 
 
+async def test_a_single_statement_commits_on_its_own(
+    database: Database, engine: AsyncEngine
+) -> None:
+    user_id = await add_user(database, "single@example.com")
+
+    async with database.single_statement() as tx:
+        await users.record_login(tx, user_id, now=NOW + timedelta(hours=1), new_password_hash=None)
+
+    # Seen by another connection (the ORM's): committed when the block ended.
+    async with make_sessionmaker(engine)() as session:
+        user = (await session.scalars(select(User).where(User.id == user_id))).one()
+    assert user.last_login_at == NOW + timedelta(hours=1)
+
+
+@pytest.mark.postgresql_only
+async def test_a_single_statement_on_postgresql_opens_no_transaction_and_takes_one_statement(
+    database: Database,
+) -> None:
+    user_id = await add_user(database, "one@example.com")
+
+    async with database.single_statement() as tx:
+        # No BEGIN went before it: the statement is its own transaction.
+        assert not tx._connection.is_in_transaction()  # type: ignore[attr-defined]
+        await users.record_login(tx, user_id, now=NOW, new_password_hash=None)
+        with pytest.raises(RuntimeError, match="one statement"):
+            await users.get_by_id(tx, user_id)
+
+
 async def test_an_error_inside_the_block_rolls_back_and_the_next_transaction_works(
     database: Database,
 ) -> None:

@@ -80,7 +80,7 @@ class FailedSends:
         now = self._clock.now()
         retry_at = now + timedelta(seconds=backoff_delay(row.attempts))
         reason = f"{POSSIBLY_SENT}{error.reason}" if error.possibly_sent else error.reason
-        async with self._database.transaction() as tx:
+        async with self._database.single_statement() as tx:
             await outbox.mark_retry(tx, row.id, error=reason, retry_at=retry_at, now=now)
         metrics.MAILS.labels(kind=row.kind, outcome="retried").inc()
         metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="transient").inc()
@@ -103,7 +103,7 @@ class FailedSends:
         *,
         probing: bool,
     ) -> Outcome:
-        async with self._database.transaction() as tx:
+        async with self._database.single_statement() as tx:
             await outbox.mark_failed(tx, row.id, error=error.reason, now=self._clock.now())
         metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
         metrics.MAIL_FAILURES.labels(kind=row.kind, reason_class="permanent").inc()
@@ -128,7 +128,7 @@ class FailedSends:
             # A probe, or a send that was already in flight when the breaker opened: the row
             # is not this message's fault. It goes back to the queue (its code may still
             # leave once SES is fixed, or it expires).
-            async with self._database.transaction() as tx:
+            async with self._database.single_statement() as tx:
                 await outbox.mark_retry(tx, row.id, error=error.reason, retry_at=now, now=now)
             if probing:
                 breaker.probe_failed()
@@ -143,7 +143,7 @@ class FailedSends:
             return Outcome.ACCOUNT_WIDE
         # Opened before the next await, so the sends still in flight see it open.
         breaker.open()
-        async with self._database.transaction() as tx:
+        async with self._database.single_statement() as tx:
             await outbox.mark_failed(tx, row.id, error=error.reason, now=now)
         metrics.MAILS.labels(kind=row.kind, outcome="failed").inc()
         logger.error(

@@ -123,6 +123,13 @@ class Database(Protocol):
         they take one round trip each instead of BEGIN and COMMIT around them. Writing
         through it is a bug (refused on SQLite: the connection is query_only)."""
 
+    def single_statement(self) -> TransactionScope:
+        """``async with db.single_statement() as tx``: exactly one statement, which writes and
+        commits on its own. On PostgreSQL a pooled connection without BEGIN and COMMIT (a
+        statement is its own transaction: one round trip instead of three); on SQLite the
+        same as ``transaction()`` (its turn on the write lock and BEGIN IMMEDIATE keep a write
+        from waiting inside SQLite on the loop). A second statement raises on PostgreSQL."""
+
     async def close(self) -> None:
         """Close what this object opened itself (the engine is its owner's to dispose of)."""
 
@@ -211,6 +218,9 @@ class SqliteDatabase:
 
     def reading(self) -> _SqliteReading:
         return _SqliteReading(self)
+
+    def single_statement(self) -> _SqliteScope:
+        return _SqliteScope(self)
 
     async def close(self) -> None:
         async with self._lock:

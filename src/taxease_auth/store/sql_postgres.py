@@ -100,6 +100,9 @@ class PostgresDatabase:
     def reading(self) -> _PostgresReading:
         return _PostgresReading(self)
 
+    def single_statement(self) -> _PostgresReading:
+        return _PostgresReading(self, _OneStatement)
+
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._opening:
@@ -159,21 +162,54 @@ class _PostgresScope:
             await self._pool.release(self._connection)
 
 
+class _OneStatement(_PostgresTransaction):
+    """``single_statement()``'s: a second statement would commit apart from the first."""
+
+    __slots__ = ("_spent",)
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        super().__init__(connection)
+        self._spent = False
+
+    def _spend(self) -> None:
+        if self._spent:
+            raise RuntimeError("single_statement() runs one statement: use transaction()")
+        self._spent = True
+
+    async def one(self, statement: Statement, **params: Any) -> Row | None:
+        self._spend()
+        return await super().one(statement, **params)
+
+    async def all(self, statement: Statement, **params: Any) -> list[Row]:
+        self._spend()
+        return await super().all(statement, **params)
+
+    async def run(self, statement: Statement, **params: Any) -> int:
+        self._spend()
+        return await super().run(statement, **params)
+
+
 class _PostgresReading:
     """A pooled connection without a transaction: each statement commits on its own (one
-    round trip; READ COMMITTED gives each statement of a transaction its own snapshot anyway)."""
+    round trip; READ COMMITTED gives each statement of a transaction its own snapshot anyway).
+    Also ``single_statement()``'s, with ``_OneStatement``."""
 
-    __slots__ = ("_connection", "_database", "_pool")
+    __slots__ = ("_connection", "_database", "_kind", "_pool")
 
-    def __init__(self, database: PostgresDatabase) -> None:
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        kind: type[_PostgresTransaction] = _PostgresTransaction,
+    ) -> None:
         self._database = database
+        self._kind = kind
         self._pool: asyncpg.Pool | None = None
         self._connection: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> _PostgresTransaction:
         pool = self._pool = await self._database.pool()
         self._connection = await pool.acquire()
-        return _PostgresTransaction(self._connection)
+        return self._kind(self._connection)
 
     async def __aexit__(
         self,

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 async def end_suppressed(database: Database, row: ClaimedMail, *, clock: Clock) -> None:
     """Mark ``row`` suppressed (final, body cleared), count and log it."""
-    async with database.transaction() as tx:
+    async with database.single_statement() as tx:
         await outbox.mark_suppressed(tx, row.id, now=clock.now())
     metrics.MAILS.labels(kind=row.kind, outcome="suppressed").inc()
     logger.warning(
