@@ -255,12 +255,6 @@ class RateLimits:
                 metrics.RATE_LIMITED.labels(budget=budget.name).inc()
                 raise RateLimited(await self._retry_after(item, budget.name, *keys))
 
-    async def charge(self, budget: Budget, *keys: str) -> None:
-        """Count one failure against a budget, without refusing anything now."""
-        keys = self._keys_of(budget, keys)
-        for item in budget.items:
-            await self._limiter.hit(item, budget.name, *keys)
-
     def _keys_of(self, budget: Budget, keys: tuple[str, ...]) -> tuple[str, ...]:
         """The storage keys of ``keys``: client addresses by their budget key (an IPv6
         client's prefix), anything else as it is."""
