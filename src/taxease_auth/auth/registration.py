@@ -162,8 +162,10 @@ class Registrar:
             )
             await self._code_mail.issue(tx, code, now=now)
 
-    async def activate(self, tx: Transaction, code: CodeRow, *, bound: bool) -> None:
-        """Verify the address of a registration ``code`` that was just consumed.
+    async def activate(self, tx: Transaction, code: CodeRow, *, bound: bool) -> bool:
+        """Verify the address of a registration ``code`` that was just consumed; True when
+        the registration's password was activated, False when the address was verified without
+        one (the caller logs which, once ``tx`` is committed).
 
         ``bound``: the client named the code's registration (its id), so its password is the
         one to activate. Otherwise the password is activated only if no other registration
@@ -199,8 +201,7 @@ class Registrar:
         # The address is verified: no other registration's code may do anything any more.
         await otps.retire_live(tx, email=code.email, purpose=Purpose.EMAIL_VERIFICATION, now=now)
         if with_password:
-            logger.info("email verified for %s", mask_email(code.email))
-            return
+            return True
         await self._code_mail.queue_notice(
             tx,
             recipient=code.email,
@@ -209,7 +210,4 @@ class Registrar:
             now=now,
             locale=user.locale,
         )
-        logger.info(
-            "email verified for %s without a password: another registration claimed it",
-            mask_email(code.email),
-        )
+        return False

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from taxease_auth import metrics
 from taxease_auth.auth.code_check import CodeChecker, CodeSubmission
+from taxease_auth.auth.emails import mask_email
 from taxease_auth.auth.login import Login
 from taxease_auth.auth.registration import Registrar
 from taxease_auth.auth.sessions import SessionTokens
@@ -58,6 +59,8 @@ class _Checked:
 
     outcome: CodeRow | InvalidCode
     tokens: SessionTokens | None
+    # email_verification: whether the registration's password was activated.
+    with_password: bool | None = None
 
 
 @dataclass(slots=True)
@@ -169,6 +172,7 @@ class Verifications:
             if isinstance(result.outcome, CodeRow):
                 if waiting.submitted.purpose is Purpose.EMAIL_VERIFICATION:
                     verified_address = True
+                    _log_verified(waiting.submitted.email, with_password=result.with_password)
                 elif waiting.submitted.purpose is Purpose.LOGIN:
                     self._login.code_login_succeeded(waiting.submitted.email)
             _answer(waiting, result)
@@ -183,15 +187,30 @@ class Verifications:
             tx, submitted, consume=purpose is not Purpose.PASSWORD_RESET
         )
         tokens = None
+        with_password = None
         if isinstance(outcome, InvalidCode):
             pass  # committed with the batch (the attempt counted), raised after
         elif purpose is Purpose.EMAIL_VERIFICATION:
-            await self._registrar.activate(tx, outcome, bound=submitted.registration_id is not None)
+            with_password = await self._registrar.activate(
+                tx, outcome, bound=submitted.registration_id is not None
+            )
         elif purpose is Purpose.LOGIN:
             tokens = await self._login.start_with_code(
                 tx, submitted.email, client_ip=submitted.client_ip, user_agent=submitted.user_agent
             )
-        return _Checked(outcome, tokens)
+        return _Checked(outcome, tokens, with_password)
+
+
+def _log_verified(email: str, *, with_password: bool | None) -> None:
+    """After the commit that verified ``email``: a line logged before it could tell of a
+    verification that a failed commit then undid."""
+    if with_password:
+        logger.info("email verified for %s", mask_email(email))
+    else:
+        logger.info(
+            "email verified for %s without a password: another registration claimed it",
+            mask_email(email),
+        )
 
 
 def _answer(waiting: _Waiting, result: _Checked | BaseException) -> None:
