@@ -183,13 +183,10 @@ class Registrar:
         now = self._clock.now()
         with_password = bound
         if not bound:
-            started = await otps.registration_started(
-                tx, email=code.email, registration_id=code.registration_id
-            )
+            history = await otps.registration_history(tx, email=code.email)
+            started = history.started(code.registration_id)
             since = (started or code.created_at or now) - self._lifetime
-            with_password = not await otps.other_registration_since(
-                tx, email=code.email, registration_id=code.registration_id, since=since
-            )
+            with_password = not history.other_since(code.registration_id, since)
         await users.activate_registration(
             tx,
             user.id,

@@ -220,31 +220,35 @@ async def pending_registration(
     return PendingRegistration(newest[0], newest[3], newest[4], newest[5])
 
 
-async def other_registration_since(
-    tx: Transaction, *, email: str, registration_id: str | None, since: datetime
-) -> bool:
-    """Whether a registration of ``email`` other than ``registration_id`` issued a code after
-    ``since`` (a registration or a resend: both are a claim on the address)."""
-    for other_id, _, created_at, *_ in await tx.all(_REGISTRATIONS, email=email):
-        if utc_required(created_at) <= since:
-            break  # newest first: the rest are older
-        if other_id != registration_id:  # a row from before binding counts as another
-            return True
-    return False
+@dataclass(frozen=True, slots=True)
+class RegistrationHistory:
+    """Each code issued for registering an address: (registration id, when), newest first.
+    Read once for a verification that names no registration: when its own registration began,
+    and whether another one claimed the address since, come from the same rows."""
+
+    codes: tuple[tuple[str | None, datetime], ...]
+
+    def started(self, registration_id: str | None) -> datetime | None:
+        """When ``registration_id``'s first code was issued."""
+        if registration_id is None:
+            return None
+        times = [at for other_id, at in self.codes if other_id == registration_id]
+        return min(times) if times else None
+
+    def other_since(self, registration_id: str | None, since: datetime) -> bool:
+        """Whether a registration other than ``registration_id`` issued a code after
+        ``since`` (a registration or a resend: both are a claim on the address)."""
+        for other_id, at in self.codes:
+            if at <= since:
+                break  # newest first: the rest are older
+            if other_id != registration_id:  # a row from before binding counts as another
+                return True
+        return False
 
 
-async def registration_started(
-    tx: Transaction, *, email: str, registration_id: str | None
-) -> datetime | None:
-    """When ``registration_id``'s first code was issued."""
-    if registration_id is None:
-        return None
-    times = [
-        utc_required(created_at)
-        for other_id, _, created_at, *_ in await tx.all(_REGISTRATIONS, email=email)
-        if other_id == registration_id
-    ]
-    return min(times) if times else None
+async def registration_history(tx: Transaction, *, email: str) -> RegistrationHistory:
+    rows = await tx.all(_REGISTRATIONS, email=email)
+    return RegistrationHistory(tuple((row[0], utc_required(row[2])) for row in rows))
 
 
 async def count_wrong_attempt(tx: Transaction, otp_id: int, *, max_attempts: int) -> None:
