@@ -4,9 +4,8 @@
 ASGI application directly (no socket, no HTTP parser), the same settings and seeded rows as
 ``make bench``, one request after another, and prints microseconds of CPU per request for the
 service's verify-otp (valid, wrong), request-otp, token/refresh, /me and the bare reference
-route. Differences
-between two versions of the code show here in seconds; ``--profile FILE`` writes a cProfile of
-the named scenario for ``python -m pstats``.
+route. Differences between two versions of the code show here in seconds; ``--profile FILE``
+writes a cProfile of the named scenario for ``python -m pstats``.
 
     .venv/bin/python -m bench.cpu [--requests 3000] [--profile verify-wrong:/tmp/p.prof]
 """

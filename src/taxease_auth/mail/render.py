@@ -42,25 +42,21 @@ CODE_KINDS = frozenset({MailKind.EMAIL_VERIFICATION, MailKind.LOGIN, MailKind.PA
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-# The values a mail carries, in the order of a skeleton's slots. Each marker is ASCII letters
-# only (escaping leaves it as it is) and appears in no template or catalogue.
+# The values a mail carries. Each one's marker is ASCII letters only (escaping leaves it as it
+# is) and appears in no template or catalogue.
 _VALUES = ("code", "first_name", "link", "duration")
 _MARKERS = {name: f"QxSLOTx{name}xSLOTxQ" for name in _VALUES}
-_SLOT = re.compile("|".join(_MARKERS.values()))
-_SLOT_NAMES = {marker: name for name, marker in _MARKERS.items()}
+# Captures the value's name: split() gives text, name, text, ..., text.
+_SLOT = re.compile(f"QxSLOTx({'|'.join(_VALUES)})xSLOTxQ")
 
 # Literal text and slot names, alternating: text, slot, text, ..., text.
 _Skeleton = tuple[str, ...]
+# Kind, locale, with a name, with a link.
+_Shape = tuple[MailKind, str, bool, bool]
 
 
 def _skeleton(rendered: str) -> _Skeleton:
-    parts: list[str] = []
-    start = 0
-    for match in _SLOT.finditer(rendered):
-        parts += [rendered[start : match.start()], _SLOT_NAMES[match.group()]]
-        start = match.end()
-    parts.append(rendered[start:])
-    return tuple(parts)
+    return tuple(_SLOT.split(rendered))
 
 
 def _fill(skeleton: _Skeleton, values: dict[str, str]) -> str:
@@ -133,8 +129,7 @@ class MailRenderer:
             raise ValueError(f"default_locale must be one of {', '.join(SUPPORTED_LOCALES)}")
         self.default_locale = default_locale
         self._environments = {tag: _environment(tag) for tag in SUPPORTED_LOCALES}
-        self._skeleton_cache: dict[tuple[MailKind, str, bool, bool], tuple[_Skeleton, _Skeleton]]
-        self._skeleton_cache = {}
+        self._skeleton_cache: dict[_Shape, tuple[_Skeleton, _Skeleton]] = {}
 
     def locale(self, requested: str | None) -> str:
         """The supported locale a mail for ``requested`` is written in (DEFAULT_LOCALE when
