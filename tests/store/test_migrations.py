@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -141,3 +142,14 @@ def test_migrated_indexes_and_constraints_match_the_models(
         }
         for column in (column.name for column in table.columns if column.unique):
             assert (column,) in found_unique, f"{table.name}.{column} is not unique"
+
+
+@pytest.mark.sqlite_only
+def test_a_migrated_sqlite_file_is_already_in_wal_mode(settings: Settings) -> None:
+    """Servers opening a file still in rollback mode would all convert it at once, and all but
+    one would fail with "database is locked"; the file's header says WAL (format 2) from the
+    start. Read from the bytes, not through SQLite, whose own connection could convert it."""
+    migrate.upgrade(settings)
+
+    header = Path(settings.database_url.removeprefix("sqlite:///")).read_bytes()[:20]
+    assert (header[18], header[19]) == (2, 2)

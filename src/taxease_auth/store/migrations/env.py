@@ -16,6 +16,12 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # WAL is kept in the file: set here, before any server opens it. Processes that open a
+        # file still in rollback mode all try to convert it at once, and all but one fail with
+        # "database is locked" (SQLite refuses to wait for a lock upgrade that could deadlock).
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        connection.commit()  # end SQLAlchemy's autobegun transaction: Alembic opens its own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
